@@ -1,0 +1,3 @@
+"""AutoPEFT: automatic configuration search for parameter-efficient fine-tuning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""Insert PEFT modules into a Hugging Face BERT/RoBERTa encoder, in place.
+
+This is the one place that knows the encoder's module layout. Supporting another encoder
+family means teaching :func:`encoder_layers` where its layers are and checking that its
+layers expose the BERT names used below (``attention.self.{query,key,value}``,
+``attention.output.dense``, ``intermediate.dense``, ``output.{dense,dropout,LayerNorm}``).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from autopeft.errors import ConfigError, allowed_list
+from autopeft.peft.adapters import AdaptedFeedForwardOutput, Bottleneck
+from autopeft.peft.config import LORA_TARGETS, PeftSpec
+from autopeft.peft.lora import LoRALinear
+from autopeft.peft.prefix import PrefixEncoder, PrefixSelfAttention
+
+#: ``config.model_type`` values whose layers have the BERT layout.
+SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The Transformer layers of a BERT-family encoder (``model.encoder.layer``).
+
+    Raises:
+        ConfigError: If the model is not of a supported family.
+
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"backbone architecture {model_type!r} is not supported; supported families: "
+            f"{allowed_list(SUPPORTED_MODEL_TYPES)} (add one in autopeft/peft/inject.py)"
+        )
+    return model.encoder.layer
+
+
+def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_path, _, leaf = dotted.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, leaf, new)
+
+
+def freeze(model: nn.Module) -> None:
+    """Stop gradients for every existing parameter (modules added later stay trainable)."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def inject_peft(model: nn.Module, spec: PeftSpec) -> PrefixEncoder | None:
+    """Insert the modules of ``spec`` into ``model``'s layers.
+
+    LoRA goes in first so that the adapter and prefix wrappers, which call the layer's
+    projections, route through the LoRA-adapted ones.
+
+    Args:
+        model: A BERT/RoBERTa encoder (e.g. ``BertModel``); modified in place.
+        spec: A validated configuration.
+
+    Returns:
+        The shared prefix encoder when prefix-tuning is on (the caller owns it so that its
+        parameters are registered once), else None.
+
+    """
+    layers = encoder_layers(model)
+    hidden = model.config.hidden_size
+    active = spec.active_layers
+    prefix = (
+        PrefixEncoder(len(active), spec.prefix_len, hidden, spec.prefix_bottleneck)
+        if spec.prefix_len and active
+        else None
+    )
+    for slot, index in enumerate(active):
+        layer = layers[index]
+        if spec.lora_rank:
+            for target in spec.lora_targets:
+                path = LORA_TARGETS[target]
+                base = layer.get_submodule(path)
+                _replace(layer, path, LoRALinear(base, spec.lora_rank, spec.lora_alpha, spec.lora_dropout))
+        if spec.sa_size or spec.pa_size:
+            serial = Bottleneck(hidden, spec.sa_size, spec.adapter_dropout) if spec.sa_size else None
+            parallel = Bottleneck(hidden, spec.pa_size, spec.adapter_dropout) if spec.pa_size else None
+            layer.output = AdaptedFeedForwardOutput(layer.output, serial, parallel, spec.pa_scale)
+        if prefix is not None:
+            layer.attention.self = PrefixSelfAttention(layer.attention.self, prefix, slot)
+    return prefix

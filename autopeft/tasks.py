@@ -1,0 +1,528 @@
+"""The task registry: the single source of truth for every built-in task.
+
+A :class:`TaskSpec` says where a task's data lives, which columns form the model input,
+what kind of head it needs and how it is scored. Everything is declarative (column names
+and format strings, no per-task Python code), so a spec can be hashed into a cache key,
+overridden from a Hydra config and validated up front.
+
+Split policy. GLUE and SuperGLUE hide their test labels, so, like the AutoPEFT paper, the
+official validation split serves as our *test* split and a ``dev_fraction`` (10%) of the
+official training split is carved off as our *validation* split (the one a search ranks
+configurations on). The offline stand-ins ship all three splits as files.
+
+Input construction. A row becomes one or two text segments (``text_a``/``text_b``):
+segment ``i`` is the value of ``text_columns[i]``, or, when ``text_template`` is set,
+``text_template[i].format(**row)``. For multiple choice, the single segment is the
+*context* and each of ``choice_columns`` is paired with it as ``text_b``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
+from autopeft.metrics import METRICS, metric_kind
+
+BENCHMARKS = ("glue", "superglue", "standin")
+SOURCES = ("hub", "local")
+TASK_TYPES = ("classification", "regression", "multiple_choice")
+SPLIT_KEYS = ("train", "validation", "test")
+
+GLUE_PATH = "nyu-mll/glue"
+SUPERGLUE_PATH = "aps/super_glue"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything AutoPEFT needs to know about one task.
+
+    Attributes:
+        name: Registry name, e.g. ``"rte"``.
+        benchmark: ``"glue"``, ``"superglue"`` or ``"standin"``.
+        description: One or two human-readable sentences.
+        source: ``"hub"`` (Hugging Face dataset) or ``"local"`` (JSON-lines files).
+        path: Hub dataset id (``"nyu-mll/glue"``) or, for ``local``, a directory relative to
+            :func:`resources_dir` holding ``<split>.jsonl`` files (an absolute path also works).
+        subset: Hub configuration name (``"rte"``), or ``None``.
+        text_columns: One or two columns forming ``text_a`` / ``text_b`` (for multiple
+            choice exactly one: the context).
+        label_column: Column holding the label.
+        type: ``"classification"``, ``"regression"`` or ``"multiple_choice"``.
+        num_labels: Number of classes; 1 for regression; number of choices for multiple choice.
+        metrics: Metric names known to :mod:`autopeft.metrics`.
+        main_metric: The metric a search optimises and the paper reports.
+        splits: Maps ``train``/``validation``/``test`` to a source split name; a ``None``
+            validation means "carve ``dev_fraction`` of train".
+        label_map: Source label -> task label (e.g. SNLI 3-way -> binary), or ``None``.
+        choice_columns: Columns holding the answer options (multiple choice only).
+        text_template: ``None`` or one ``str.format`` template per text segment, filled
+            from the row's columns, e.g. ``("{word}: {sentence1}", "{sentence2}")``.
+        dev_fraction: Fraction of train carved off as validation when needed.
+        standin_for: The registry task this offline stand-in substitutes, or ``None``.
+
+    """
+
+    name: str
+    benchmark: str
+    description: str
+    source: str
+    path: str
+    subset: str | None
+    text_columns: tuple[str, ...]
+    label_column: str
+    type: str
+    num_labels: int
+    metrics: tuple[str, ...]
+    main_metric: str
+    splits: Mapping[str, str | None]
+    label_map: Mapping[int, int] | None = None
+    choice_columns: tuple[str, ...] = ()
+    text_template: tuple[str, ...] | None = None
+    dev_fraction: float = 0.1
+    standin_for: str | None = None
+
+    # ``splits``/``label_map`` are dicts, which the generated hash would choke on; hash the
+    # canonical JSON form instead so specs can still be set members or dict keys.
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of all fields (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def template_fields(self) -> tuple[str, ...]:
+        """Column names referenced by ``text_template`` (empty when there is none)."""
+        names: list[str] = []
+        for template in self.text_template or ():
+            for _, field_name, _, _ in string.Formatter().parse(template):
+                if field_name is not None and field_name not in names:
+                    names.append(field_name)
+        return tuple(names)
+
+    def required_columns(self) -> tuple[str, ...]:
+        """All source columns that must exist for this task (inputs and label)."""
+        cols = [*self.text_columns, *self.template_fields(), *self.choice_columns, self.label_column]
+        return tuple(dict.fromkeys(cols))
+
+
+def resources_dir() -> Path:
+    """Return the package resources directory (``autopeft/resources``)."""
+    return Path(__file__).resolve().parent / "resources"
+
+
+def _glue_splits(test: str = "validation") -> dict[str, str | None]:
+    # GLUE/SuperGLUE test labels are hidden: official validation -> our test, carve validation.
+    return {"train": "train", "validation": None, "test": test}
+
+
+_STANDIN_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+
+
+def _glue(
+    name: str,
+    description: str,
+    text_columns: tuple[str, ...],
+    num_labels: int,
+    metrics: tuple[str, ...],
+    *,
+    type: str = "classification",
+    test: str = "validation",
+) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        benchmark="glue",
+        description=description,
+        source="hub",
+        path=GLUE_PATH,
+        subset=name,
+        text_columns=text_columns,
+        label_column="label",
+        type=type,
+        num_labels=num_labels,
+        metrics=metrics,
+        main_metric=metrics[0],
+        splits=_glue_splits(test),
+    )
+
+
+def _superglue(
+    name: str, description: str, text_columns: tuple[str, ...], num_labels: int, metrics: tuple[str, ...], **extra: Any
+) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        benchmark="superglue",
+        description=description,
+        source="hub",
+        path=SUPERGLUE_PATH,
+        subset=name,
+        text_columns=text_columns,
+        label_column="label",
+        type=extra.pop("type", "classification"),
+        num_labels=num_labels,
+        metrics=metrics,
+        main_metric=metrics[0],
+        splits=_glue_splits(),
+        **extra,
+    )
+
+
+def _standin(
+    name: str,
+    description: str,
+    folder: str,
+    text_columns: tuple[str, ...],
+    num_labels: int,
+    metrics: tuple[str, ...],
+    standin_for: str,
+    **extra: Any,
+) -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        benchmark="standin",
+        description=description,
+        source="local",
+        path=f"standins/{folder}",
+        subset=None,
+        text_columns=text_columns,
+        label_column="label",
+        type=extra.pop("type", "classification"),
+        num_labels=num_labels,
+        metrics=metrics,
+        main_metric=metrics[0],
+        splits=dict(_STANDIN_SPLITS),
+        standin_for=standin_for,
+        **extra,
+    )
+
+
+_REGISTRY: tuple[TaskSpec, ...] = (
+    # --- GLUE (labels: rte/qnli 0=entailment; mrpc/qqp 1=equivalent/duplicate; sst2 1=positive)
+    _glue(
+        "rte",
+        "GLUE RTE: textual entailment (0 entailment, 1 not entailment).",
+        ("sentence1", "sentence2"),
+        2,
+        ("accuracy",),
+    ),
+    _glue("mrpc", "GLUE MRPC: paraphrase detection (1 equivalent).", ("sentence1", "sentence2"), 2, ("accuracy", "f1")),
+    _glue(
+        "stsb",
+        "GLUE STS-B: sentence-pair semantic similarity regression (0..5).",
+        ("sentence1", "sentence2"),
+        1,
+        ("spearman", "pearson"),
+        type="regression",
+    ),
+    _glue("cola", "GLUE CoLA: grammatical acceptability (1 acceptable).", ("sentence",), 2, ("matthews",)),
+    _glue("sst2", "GLUE SST-2: binary sentiment (1 positive).", ("sentence",), 2, ("accuracy",)),
+    _glue(
+        "qnli",
+        "GLUE QNLI: does the sentence answer the question (0 entailment).",
+        ("question", "sentence"),
+        2,
+        ("accuracy",),
+    ),
+    _glue(
+        "qqp",
+        "GLUE QQP: duplicate question detection (1 duplicate).",
+        ("question1", "question2"),
+        2,
+        ("accuracy", "f1"),
+    ),
+    _glue(
+        "mnli",
+        "GLUE MNLI: 3-way NLI (0 entailment, 1 neutral, 2 contradiction); test = matched validation.",
+        ("premise", "hypothesis"),
+        3,
+        ("accuracy",),
+        test="validation_matched",
+    ),
+    # --- SuperGLUE
+    _superglue(
+        "cb",
+        "SuperGLUE CommitmentBank: 3-way NLI (0 entailment, 1 contradiction, 2 neutral).",
+        ("premise", "hypothesis"),
+        3,
+        ("accuracy", "macro_f1"),
+    ),
+    _superglue(
+        "copa",
+        "SuperGLUE COPA: choice of plausible alternatives. Context = '{premise} What was the "
+        "{question}?' (question is 'cause' or 'effect'); each (context, choice) pair is scored "
+        "separately and a softmax over the 2 choices picks the answer (label = choice index).",
+        ("premise",),
+        2,
+        ("accuracy",),
+        type="multiple_choice",
+        choice_columns=("choice1", "choice2"),
+        text_template=("{premise} What was the {question}?",),
+    ),
+    _superglue(
+        "wic",
+        "SuperGLUE WiC: is the word used with the same sense in both sentences "
+        "(text_a = '{word}: {sentence1}', text_b = sentence2; 1 same sense).",
+        ("sentence1", "sentence2"),
+        2,
+        ("accuracy",),
+        text_template=("{word}: {sentence1}", "{sentence2}"),
+    ),
+    _superglue(
+        "boolq", "SuperGLUE BoolQ: yes/no question about a passage (1 yes).", ("question", "passage"), 2, ("accuracy",)
+    ),
+    # --- Offline stand-ins (files in autopeft/resources/standins, see scripts/build_standins.py)
+    _standin(
+        "snli",
+        "SNLI 3-way NLI (0 entailment, 1 neutral, 2 contradiction); offline stand-in for MNLI.",
+        "snli",
+        ("premise", "hypothesis"),
+        3,
+        ("accuracy",),
+        "mnli",
+    ),
+    _standin(
+        "snli_binary",
+        "SNLI collapsed to entailment (0) vs not (1, from neutral or "
+        "contradiction), matching RTE's labels; offline stand-in for RTE.",
+        "snli",
+        ("premise", "hypothesis"),
+        2,
+        ("accuracy",),
+        "rte",
+        label_map={0: 0, 1: 1, 2: 1},
+    ),
+    _standin(
+        "rotten_tomatoes",
+        "Rotten Tomatoes review snippets, binary sentiment (1 fresh/positive, 0 rotten); offline stand-in for SST-2.",
+        "rotten_tomatoes",
+        ("sentence",),
+        2,
+        ("accuracy", "f1"),
+        "sst2",
+    ),
+    _standin(
+        "vader_movies",
+        "Movie-review snippets with mean human sentiment ratings (-4..4), regression; offline stand-in for STS-B.",
+        "vader_movies",
+        ("sentence",),
+        1,
+        ("spearman", "pearson"),
+        "stsb",
+        type="regression",
+    ),
+)
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _REGISTRY}
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look up a built-in task by name.
+
+    Raises:
+        ConfigError: If ``name`` is unknown; the message suggests the closest name and lists all.
+
+    """
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; allowed tasks: {allowed_list(TASKS)}")
+    return TASKS[name]
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TaskSpec))
+_TUPLE_FIELDS = ("text_columns", "metrics", "choice_columns", "text_template")
+
+
+def _to_plain(value: Any) -> Any:
+    """Turn OmegaConf containers into plain Python so overrides compare and hash cleanly."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency, but keep tasks.py light
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _coerce_override(base: TaskSpec, key: str, value: Any) -> Any:
+    """Normalise one override value to the field's Python type."""
+    value = _to_plain(value)
+    if key in _TUPLE_FIELDS and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if key == "splits" and isinstance(value, Mapping):
+        # Partial overrides (e.g. ``task.splits.validation=null``) merge onto the built-in splits.
+        return {**base.splits, **value}
+    if key == "label_map" and isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def task_from_config(cfg: Mapping[str, Any]) -> TaskSpec:
+    """Build a validated :class:`TaskSpec` from the Hydra ``task`` config node.
+
+    Args:
+        cfg: ``{"name": <registry name>}`` plus optional overrides of any other TaskSpec
+            field, e.g. ``{"name": "rte", "dev_fraction": 0.2}``.
+
+    Raises:
+        ConfigError: On a missing/unknown name, an unknown key or an invalid value.
+
+    """
+    cfg = _to_plain(cfg)
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"task config must be a mapping with a 'name' key, got {type(cfg).__name__}")
+    check_known_keys(cfg, _FIELD_NAMES, "task")
+    if "name" not in cfg:
+        raise ConfigError(f"task.name is missing; allowed tasks: {allowed_list(TASKS)}")
+    base = get_task(cfg["name"])
+    overrides = {k: _coerce_override(base, k, v) for k, v in cfg.items() if k != "name"}
+    spec = dataclasses.replace(base, **overrides)
+    validate_spec(spec)
+    return spec
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _fail(spec: TaskSpec, key: str, message: str) -> None:
+    raise ConfigError(f"task {spec.name!r}: task.{key} {message}")
+
+
+def _check_choice(spec: TaskSpec, key: str, options: tuple[str, ...]) -> None:
+    value = getattr(spec, key)
+    if value not in options:
+        _fail(spec, key, f"is {value!r}{did_you_mean(str(value), options)}; allowed: {allowed_list(options)}")
+
+
+def _check_str_tuple(spec: TaskSpec, key: str, lengths: tuple[int, ...]) -> None:
+    value = getattr(spec, key)
+    if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+        _fail(spec, key, f"must be a list of non-empty strings, got {value!r}")
+    if len(value) not in lengths:
+        _fail(spec, key, f"must have {' or '.join(map(str, lengths))} entries, got {len(value)}")
+
+
+def _validate_basics(spec: TaskSpec) -> None:
+    for key in ("name", "description", "path", "label_column"):
+        if not isinstance(getattr(spec, key), str) or not getattr(spec, key):
+            _fail(spec, key, f"must be a non-empty string, got {getattr(spec, key)!r}")
+    if spec.subset is not None and not isinstance(spec.subset, str):
+        _fail(spec, "subset", f"must be a string or null, got {spec.subset!r}")
+    _check_choice(spec, "benchmark", BENCHMARKS)
+    _check_choice(spec, "source", SOURCES)
+    _check_choice(spec, "type", TASK_TYPES)
+    if spec.standin_for is not None and spec.standin_for not in TASKS:
+        _fail(spec, "standin_for", f"is {spec.standin_for!r}; allowed: null or {allowed_list(TASKS)}")
+
+
+def _validate_inputs(spec: TaskSpec) -> None:
+    mc = spec.type == "multiple_choice"
+    _check_str_tuple(spec, "text_columns", (1,) if mc else (1, 2))
+    if mc:
+        _check_str_tuple(spec, "choice_columns", (spec.num_labels,))
+    elif spec.choice_columns:
+        _fail(spec, "choice_columns", f"is only for multiple_choice tasks, got {spec.choice_columns!r}")
+    if spec.text_template is None:
+        return
+    _check_str_tuple(spec, "text_template", (len(spec.text_columns),))
+    try:
+        fields = spec.template_fields()
+    except ValueError as exc:
+        _fail(spec, "text_template", f"is not a valid format string: {exc}")
+    for name in fields:
+        if not name.isidentifier():  # only plain column names: keeps templates declarative
+            _fail(spec, "text_template", f"may only reference column names, got field {{{name}}}")
+
+
+def _validate_labels(spec: TaskSpec) -> None:
+    n = spec.num_labels
+    if not isinstance(n, int) or isinstance(n, bool):
+        _fail(spec, "num_labels", f"must be an integer, got {n!r}")
+    if spec.type == "regression" and n != 1:
+        _fail(spec, "num_labels", f"must be 1 for regression, got {n}")
+    if spec.type != "regression" and n < 2:
+        _fail(spec, "num_labels", f"must be >= 2 for {spec.type}, got {n}")
+    if spec.label_map is None:
+        return
+    if spec.type == "regression":
+        _fail(spec, "label_map", "is only for classification or multiple_choice tasks")
+    if not isinstance(spec.label_map, Mapping) or not spec.label_map:
+        _fail(spec, "label_map", f"must be a non-empty mapping or null, got {spec.label_map!r}")
+    for src, dst in spec.label_map.items():
+        if not isinstance(src, int) or not isinstance(dst, int) or not 0 <= dst < n:
+            _fail(spec, "label_map", f"must map integer labels to 0..{n - 1}, got {src!r}: {dst!r}")
+
+
+def _validate_metrics(spec: TaskSpec) -> None:
+    if not isinstance(spec.metrics, tuple) or not spec.metrics:
+        _fail(spec, "metrics", f"must be a non-empty list, got {spec.metrics!r}")
+    wanted = "regression" if spec.type == "regression" else "classification"
+    for metric in spec.metrics:
+        if metric not in METRICS:
+            _fail(
+                spec,
+                "metrics",
+                f"has unknown metric {metric!r}{did_you_mean(str(metric), METRICS)}; allowed: {allowed_list(METRICS)}",
+            )
+        if metric_kind(metric) != wanted:
+            _fail(spec, "metrics", f"has {metric!r}, which does not apply to {spec.type} tasks")
+        if metric == "f1" and spec.num_labels != 2:
+            _fail(spec, "metrics", "has 'f1' (binary, positive class 1) but num_labels != 2; use 'macro_f1'")
+    if spec.main_metric not in spec.metrics:
+        _fail(
+            spec,
+            "main_metric",
+            f"is {spec.main_metric!r}; it must be one of task.metrics: {allowed_list(spec.metrics)}",
+        )
+
+
+def _validate_splits(spec: TaskSpec) -> None:
+    if not isinstance(spec.splits, Mapping) or set(spec.splits) != set(SPLIT_KEYS):
+        got = list(spec.splits) if isinstance(spec.splits, Mapping) else spec.splits
+        _fail(spec, "splits", f"must have exactly the keys {allowed_list(SPLIT_KEYS)}, got {got!r}")
+    for key in ("train", "test"):
+        if not isinstance(spec.splits[key], str) or not spec.splits[key]:
+            _fail(spec, f"splits.{key}", f"must name a source split, got {spec.splits[key]!r}")
+    if spec.splits["validation"] is not None and not isinstance(spec.splits["validation"], str):
+        _fail(spec, "splits.validation", "must name a source split or be null (carve from train)")
+    frac = spec.dev_fraction
+    is_number = isinstance(frac, (int, float)) and not isinstance(frac, bool)
+    if not is_number or not math.isfinite(frac) or not 0 < frac < 1:
+        _fail(spec, "dev_fraction", f"must be a number strictly between 0 and 1, got {frac!r}")
+
+
+def validate_spec(spec: TaskSpec) -> None:
+    """Check that every field of ``spec`` has an allowed type and value.
+
+    Raises:
+        ConfigError: Naming the task, the offending field and what is allowed.
+
+    """
+    _validate_basics(spec)
+    _validate_inputs(spec)
+    _validate_labels(spec)
+    _validate_metrics(spec)
+    _validate_splits(spec)
+
+
+# Fail at import time if a registry edit breaks a built-in spec.
+for _spec in _REGISTRY:
+    validate_spec(_spec)
+del _spec
+
+__all__ = [
+    "BENCHMARKS",
+    "SOURCES",
+    "SPLIT_KEYS",
+    "TASKS",
+    "TASK_TYPES",
+    "TaskSpec",
+    "get_task",
+    "resources_dir",
+    "task_from_config",
+    "validate_spec",
+]

@@ -1,0 +1,32 @@
+"""AutoPEFT entry point: compose ``conf/run.yaml`` with Hydra and run ``mode``.
+
+Examples::
+
+    python run.py                                   # the embedded offline default
+    python run.py mode=params backbone=bert_base_arch peft=sa peft.sa_size=48
+    python run.py -m task=rotten_tomatoes,snli_binary seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import os
+
+# Tokenizers' own thread pool fights the DataLoader's workers; one kind of parallelism is enough.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="run")
+def main(cfg: DictConfig) -> None:
+    """Dispatch to the requested mode (see ``autopeft.cli.MODES``)."""
+    from autopeft.cli import dispatch
+
+    dispatch(cfg)
+
+
+if __name__ == "__main__":
+    main()
