@@ -15,16 +15,16 @@ import os
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+from autopeft.cli import dispatch, register_resolvers
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="run")
 def main(cfg: DictConfig) -> None:
     """Dispatch to the requested mode (see ``autopeft.cli.MODES``)."""
-    from autopeft.cli import dispatch
-
     dispatch(cfg)
 
 

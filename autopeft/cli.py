@@ -16,6 +16,27 @@ from autopeft.errors import ConfigError, allowed_list, did_you_mean
 log = logging.getLogger("autopeft")
 
 
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers that conf/ uses (``${pid:}`` keeps run directories unique)."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter that says nothing about the run (tips, per-shard progress bars)."""
+    import warnings
+
+    import datasets
+
+    datasets.disable_progress_bars()
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
 def run_dir_of(cfg: DictConfig) -> Path:
     """This run's own output directory (Hydra's, unique per run and per multirun cell)."""
     from hydra.core.hydra_config import HydraConfig
@@ -89,6 +110,7 @@ MODES: dict[str, Callable[[DictConfig], Any]] = {"train": mode_train, "params": 
 
 def dispatch(cfg: DictConfig) -> Any:
     """Run ``cfg.mode``; print config errors as one line and exit with status 2."""
+    quiet_libraries()
     try:
         mode = cfg.mode
         if mode not in MODES:

@@ -171,12 +171,14 @@ class TrainThroughput(pl.Callback):
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:  # noqa: D102
+    ) -> None:
+        """Start the clock for this batch."""
         self._start = time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:  # noqa: D102
+    ) -> None:
+        """Add this batch's time and samples."""
         self.seconds += time.perf_counter() - self._start
         self.samples += int(batch["labels"].shape[0])
 

@@ -1,0 +1,129 @@
+"""Training and evaluation through the real configs on a tiny random BERT."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from autopeft.module import PeftLightningModule
+from autopeft.train import build, train_and_evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_reports_metrics_params_and_timing(tiny_cfg: Callable, tmp_path: Path) -> None:
+    record = train_and_evaluate(tiny_cfg(), tmp_path)
+    assert record["status"] == "ok"
+    assert set(record["metrics"]["validation"]) == {"accuracy", "f1"}
+    assert set(record["metrics"]["test"]) == {"accuracy", "f1"}
+    assert 0.0 <= record["score"] <= 1.0 and record["score"] == record["metrics"]["validation"]["accuracy"]
+    assert record["params"]["paper_params"] == 2 * 8 * 32 * 2
+    assert record["train_examples"] == 64 and record["samples_per_second"] > 0
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
+
+
+def test_only_peft_weights_and_head_change(tiny_cfg: Callable, tmp_path: Path) -> None:
+    cfg = tiny_cfg("peft.pa_size=4", "peft.prefix_len=2", "peft.lora_rank=2")
+    setup = build(cfg)
+    before = {n: p.detach().clone() for n, p in setup.model.named_parameters()}
+    module = PeftLightningModule(setup.model, setup.task, lr=1e-2)
+    trainer = pl.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=setup.datamodule)
+    for name, param in setup.model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        assert changed == param.requires_grad, name
+
+
+def test_regression_task_trains_with_correlation_metrics(tiny_cfg: Callable, tmp_path: Path) -> None:
+    record = train_and_evaluate(tiny_cfg("task=vader_movies"), tmp_path)
+    assert record["status"] == "ok" and record["main_metric"] == "spearman"
+    assert set(record["metrics"]["test"]) == {"spearman", "pearson"}
+
+
+@pytest.mark.parametrize("peft", ["fft", "lora", "prefix", "pa", "head_only"])
+def test_every_preset_trains(tiny_cfg: Callable, tmp_path: Path, peft: str) -> None:
+    sizes = {"prefix": ["peft.prefix_len=4"], "pa": ["peft.pa_size=8"], "fft": ["peft.sa_size=0"]}
+    record = train_and_evaluate(tiny_cfg(f"peft={peft}", "task=snli_binary", *sizes.get(peft, [])), tmp_path)
+    assert record["status"] == "ok" and math.isfinite(record["score"])
+    assert record["lr"] == (2e-5 if peft == "fft" else 1e-4)
+
+
+def test_full_fidelity_stops_early_and_keeps_the_best_epoch(tiny_cfg: Callable, tmp_path: Path) -> None:
+    cfg = tiny_cfg("fidelity=full", "fidelity.epochs=4", "fidelity.early_stopping_patience=1", "trainer.lr=0.5")
+    record = train_and_evaluate(cfg, tmp_path)
+    assert record["status"] in {"ok", "diverged"}
+    if record["status"] == "ok":
+        assert record["epochs_trained"] <= 4 and 0 <= record["best_epoch"] < record["epochs_trained"]
+
+
+def test_nan_loss_is_reported_as_diverged(tiny_cfg: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        PeftLightningModule,
+        "forward",
+        lambda self, batch: torch.full((len(batch["labels"]), 2), float("nan"), requires_grad=True),
+    )
+    record = train_and_evaluate(tiny_cfg(), tmp_path)
+    assert record["status"] == "diverged" and "nan" in record["reason"]
+    assert record["params"]["paper_params"] > 0 and "metrics" not in record
+
+
+def test_wandb_logger_works_offline(tiny_cfg: Callable, tmp_path: Path) -> None:
+    record = train_and_evaluate(tiny_cfg("logger=wandb"), tmp_path)
+    assert record["status"] == "ok"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags must precede the overrides
+    return subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            *flags,
+            "backbone=tiny_bert",
+            "debug=smoke",
+            "peft.sa_size=8",
+            f"output_root={tmp_path / 'out'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            *[a for a in args if a not in flags],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_cli_train_writes_results_json(tmp_path: Path) -> None:
+    result = _run([], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (results,) = (tmp_path / "out" / "train").rglob("results.json")
+    record = json.loads(results.read_text())
+    assert record["status"] == "ok" and record["config"]["backbone"]["name"] == "tiny_bert"
+    assert record["run_dir"] == str(results.parent)
+    assert "AutoPEFT train | task rotten_tomatoes" in result.stdout
+
+
+def test_multirun_cells_get_their_own_directories(tmp_path: Path) -> None:
+    result = _run(["-m", "seed=0,1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted((tmp_path / "out" / "multirun").rglob("results.json"))
+    assert len(files) == 2 and files[0].parent != files[1].parent
+    assert sorted(json.loads(f.read_text())["seed"] for f in files) == [0, 1]
