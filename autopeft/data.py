@@ -67,7 +67,18 @@ def _load_source(spec: TaskSpec) -> datasets.DatasetDict:
     if spec.source == "local":
         files = {split: str(path) for split, path in local_data_files(spec).items()}
         return datasets.load_dataset("json", data_files=files)
-    return datasets.load_dataset(spec.path, spec.subset)
+    try:
+        return datasets.load_dataset(spec.path, spec.subset)
+    except (ConnectionError, OSError) as err:  # datasets raises ConnectionError when the hub is unreachable
+        from autopeft.tasks import TASKS
+
+        standins = [name for name, t in TASKS.items() if t.standin_for == spec.name]
+        hint = f"; offline, its stand-in is task={standins[0]}" if standins else ""
+        raise ConfigError(
+            f"task {spec.name!r} loads {spec.path!r} ({spec.subset}) from the Hugging Face hub, which could "
+            f"not be reached ({type(err).__name__}){hint}; offline stand-ins: "
+            f"{allowed_list(n for n, t in TASKS.items() if t.source == 'local')}"
+        ) from err
 
 
 def _select_splits(spec: TaskSpec, raw: datasets.DatasetDict) -> dict[str, datasets.Dataset]:

@@ -310,3 +310,12 @@ def test_all_registry_tasks_have_data_or_hub_ids() -> None:
             assert data_mod.local_data_files(spec)
         else:
             assert "/" in spec.path
+
+
+def test_unreachable_hub_gives_a_clear_error_with_the_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConfigError, match=r"'rte' loads 'nyu-mll/glue'.*stand-in is task=snli_binary"):
+        load_raw_splits(get_task("rte"), data_seed=0)
