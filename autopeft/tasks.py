@@ -125,52 +125,51 @@ def _glue_splits(test: str = "validation") -> dict[str, str | None]:
 _STANDIN_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 
 
-def _glue(
+def _task(
+    benchmark: str,
     name: str,
     description: str,
     text_columns: tuple[str, ...],
     num_labels: int,
     metrics: tuple[str, ...],
     *,
-    type: str = "classification",
     test: str = "validation",
+    folder: str | None = None,
+    **fields: Any,
 ) -> TaskSpec:
+    """Build a registry entry with its benchmark's conventions; ``fields`` override any of them.
+
+    Hub tasks read subset ``name`` of their benchmark's dataset, test on the official split
+    ``test`` and carve validation from train; stand-ins read ``standins/<folder>/*.jsonl``.
+    """
+    if benchmark == "standin":
+        where = {
+            "source": "local",
+            "path": f"standins/{folder or name}",
+            "subset": None,
+            "splits": dict(_STANDIN_SPLITS),
+        }
+    else:
+        path = GLUE_PATH if benchmark == "glue" else SUPERGLUE_PATH
+        where = {"source": "hub", "path": path, "subset": name, "splits": _glue_splits(test)}
+    conventions = {"label_column": "label", "type": "classification", "main_metric": metrics[0], **where}
     return TaskSpec(
         name=name,
-        benchmark="glue",
+        benchmark=benchmark,
         description=description,
-        source="hub",
-        path=GLUE_PATH,
-        subset=name,
         text_columns=text_columns,
-        label_column="label",
-        type=type,
         num_labels=num_labels,
         metrics=metrics,
-        main_metric=metrics[0],
-        splits=_glue_splits(test),
+        **{**conventions, **fields},
     )
 
 
-def _superglue(
-    name: str, description: str, text_columns: tuple[str, ...], num_labels: int, metrics: tuple[str, ...], **extra: Any
-) -> TaskSpec:
-    return TaskSpec(
-        name=name,
-        benchmark="superglue",
-        description=description,
-        source="hub",
-        path=SUPERGLUE_PATH,
-        subset=name,
-        text_columns=text_columns,
-        label_column="label",
-        type=extra.pop("type", "classification"),
-        num_labels=num_labels,
-        metrics=metrics,
-        main_metric=metrics[0],
-        splits=_glue_splits(),
-        **extra,
-    )
+def _glue(*args: Any, **fields: Any) -> TaskSpec:
+    return _task("glue", *args, **fields)
+
+
+def _superglue(*args: Any, **fields: Any) -> TaskSpec:
+    return _task("superglue", *args, **fields)
 
 
 def _standin(
@@ -181,24 +180,18 @@ def _standin(
     num_labels: int,
     metrics: tuple[str, ...],
     standin_for: str,
-    **extra: Any,
+    **fields: Any,
 ) -> TaskSpec:
-    return TaskSpec(
-        name=name,
-        benchmark="standin",
-        description=description,
-        source="local",
-        path=f"standins/{folder}",
-        subset=None,
-        text_columns=text_columns,
-        label_column="label",
-        type=extra.pop("type", "classification"),
-        num_labels=num_labels,
-        metrics=metrics,
-        main_metric=metrics[0],
-        splits=dict(_STANDIN_SPLITS),
+    return _task(
+        "standin",
+        name,
+        description,
+        text_columns,
+        num_labels,
+        metrics,
+        folder=folder,
         standin_for=standin_for,
-        **extra,
+        **fields,
     )
 
 

@@ -82,6 +82,7 @@ def measure(backbone_name: str, overrides: list[str], batch: int, seq: int, step
 
 
 def main() -> None:
+    """Parse arguments, measure every configuration and batch size, print one table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="bert_base_arch")
     parser.add_argument("--batch-sizes", default="32,256")
