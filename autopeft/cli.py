@@ -72,6 +72,17 @@ def mode_params(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+def mode_space(cfg: DictConfig) -> dict[str, Any]:
+    """Print the search space ``cfg.space`` on ``cfg.backbone`` as one JSON object (with its ``size``)."""
+    from autopeft.backbones import shape_of
+    from autopeft.space import SearchSpace
+
+    space = SearchSpace.from_config(cfg.space, shape_of(cfg.backbone))
+    info = space.to_json_dict()
+    print(json.dumps(info, indent=2, ensure_ascii=False))
+    return info
+
+
 def mode_train(cfg: DictConfig) -> dict[str, Any]:
     """Train and evaluate one configuration; write ``results.json`` into the run directory."""
     from autopeft.io import atomic_write_json
@@ -107,7 +118,7 @@ def _train_summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-MODES: dict[str, Callable[[DictConfig], Any]] = {"train": mode_train, "params": mode_params}
+MODES: dict[str, Callable[[DictConfig], Any]] = {"train": mode_train, "params": mode_params, "space": mode_space}
 
 
 def dispatch(cfg: DictConfig) -> Any:
