@@ -13,8 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from autopeft.errors import ConfigError, allowed_list, did_you_mean
 
-log = logging.getLogger("autopeft")
-
 
 def register_resolvers() -> None:
     """Register the OmegaConf resolvers that conf/ uses (``${pid:}`` keeps run directories unique)."""

@@ -7,7 +7,6 @@ epoch, and reports validation (search) and test (held-out) metrics with both par
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -26,8 +25,6 @@ from autopeft.module import DivergedError, KeepBestTrainable, PeftLightningModul
 from autopeft.params import parameter_report
 from autopeft.peft import PeftSpec, peft_from_config
 from autopeft.tasks import TaskSpec, task_from_config
-
-log = logging.getLogger(__name__)
 
 TRAINER_KEYS = (
     "batch_size",
@@ -105,9 +102,8 @@ def build(cfg: DictConfig) -> Setup:
     task = task_from_config(cfg.task)
     backbone = load_backbone(cfg.backbone)
     spec = peft_from_config(cfg.peft, backbone.shape)
-    backbone_params = backbone.num_params
     model = AutoPeftModel(backbone, spec, task.type, task.num_labels, cfg.trainer.head_dropout)
-    params = parameter_report(model, spec, backbone.shape, backbone_params)
+    params = parameter_report(model, spec, backbone.shape, backbone.num_params)
     datamodule = TaskDataModule(
         task,
         backbone.tokenizer,
