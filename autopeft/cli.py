@@ -15,12 +15,23 @@ from autopeft.errors import ConfigError, allowed_list, did_you_mean
 
 
 def register_resolvers() -> None:
-    """Register the OmegaConf resolvers that conf/ uses (``${pid:}`` keeps run directories unique)."""
+    """Register the OmegaConf resolvers that conf/ uses.
+
+    ``${pid:}`` keeps run directories unique; ``${resume_or:${resume},<new dir>}`` makes a resumed
+    search run in its original directory (when that exists; a missing one is reported by the
+    search itself, which writes nothing there).
+    """
     import os
 
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    OmegaConf.register_new_resolver(
+        "run_tag", lambda mode, task, peft, method: f"{task}_{method if mode == 'search' else peft}", replace=True
+    )
+    OmegaConf.register_new_resolver(
+        "resume_or", lambda resume, new: resume if resume and Path(str(resume)).is_dir() else new, replace=True
+    )
 
 
 def quiet_libraries() -> None:
@@ -35,6 +46,8 @@ def quiet_libraries() -> None:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # GP fits on a few dozen points add diagonal jitter routinely; the fit handles it.
+    warnings.filterwarnings("ignore", message=r".*not p\.d\., added jitter.*")
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -116,7 +129,88 @@ def _train_summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-MODES: dict[str, Callable[[DictConfig], Any]] = {"train": mode_train, "params": mode_params, "space": mode_space}
+def _command_line_overrides() -> list[str]:
+    """This invocation's command-line overrides (empty outside a Hydra run, e.g. in tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def mode_search(cfg: DictConfig) -> dict[str, Any]:
+    """Run or resume a search; write the front table, plot and summary into the run directory."""
+    from autopeft.bo.front import front_rows, write_search_report
+    from autopeft.bo.loop import resumed_config, run_search
+    from autopeft.bo.pareto import hypervolume_trace
+    from autopeft.bo.wandb_log import SearchWandb
+    from autopeft.tasks import task_from_config
+
+    resume = cfg.get("resume")
+    if resume:
+        run_dir = Path(str(resume)).expanduser()
+        if not run_dir.is_dir():
+            raise ConfigError(f"resume={str(resume)!r} does not exist; give the run directory of a search to resume")
+        cfg = resumed_config(cfg, run_dir, _command_line_overrides())
+    else:
+        run_dir = run_dir_of(cfg)
+    task = task_from_config(cfg.task)
+    wandb_logger: SearchWandb | None = None
+
+    def on_record(record: dict[str, Any], state: dict[str, Any]) -> None:
+        nonlocal wandb_logger
+        if wandb_logger is None:  # opened on the first evaluation: config errors never create a W&B run
+            wandb_logger = SearchWandb(cfg, run_dir)
+        wandb_logger.log_evaluation(record, state)
+
+    result = run_search(cfg, run_dir, resume=bool(resume), on_record=on_record)
+    state, records = result["state"], result["records"]
+    ref = state["ref_point"]
+    import torch
+
+    trace = hypervolume_trace(records, None if ref is None else torch.tensor(ref, dtype=torch.float64))
+    title = f"{cfg.search.method.upper()} search: {task.name}, {cfg.backbone.name}, space {result['space'].name}"
+    summary = {
+        "task": task.name,
+        "metric": task.main_metric,
+        "backbone": cfg.backbone.name,
+        "space": result["space"].to_json_dict(),
+        "method": cfg.search.method,
+        "seed": int(cfg.seed),
+        "state": state,
+        "hypervolume_trace": trace,
+        "timings": result["timings"],
+        "run_dir": str(run_dir),
+    }
+    paths = write_search_report(run_dir, records, trace, task.main_metric, title, summary)
+    if wandb_logger is None:
+        wandb_logger = SearchWandb(cfg, run_dir)
+    wandb_logger.log_final(front_rows(records), paths["plot"], summary)
+    print(_search_summary(summary, paths))
+    return summary
+
+
+def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
+    state, timings = summary["state"], summary["timings"]
+    hv = f"{state['hypervolume']:.4g}" if state["hypervolume"] is not None else "-"
+    lines = [
+        "",
+        paths["front_md"].read_text().rstrip(),
+        "",
+        f"{state['evaluations']} evaluations ({state['failed']} failed), front {state['front_size']}, "
+        f"hypervolume {hv} (reference point {state['ref_point']}), "
+        f"{timings['wall_seconds']:.0f}s this session "
+        f"({timings['evaluate_seconds']:.0f}s training, {timings['propose_seconds']:.0f}s proposing)",
+        f"front table: {paths['front_md']} and {paths['front_csv'].name}; plot: {paths['plot']}",
+        f"resume or extend: python run.py resume={summary['run_dir']} [search.n_iter=N to extend]",
+    ]
+    return "\n".join(lines)
+
+
+MODES: dict[str, Callable[[DictConfig], Any]] = {
+    "search": mode_search,
+    "train": mode_train,
+    "params": mode_params,
+    "space": mode_space,
+}
 
 
 def dispatch(cfg: DictConfig) -> Any:

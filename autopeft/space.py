@@ -476,6 +476,33 @@ class SearchSpace:
         per_layer += 2 * d_h * sizes.get("lora", 0) * len(self._fixed_spec.lora_targets)
         return per_layer * sum(point.mask)
 
+    def param_count_tensor(self, X: torch.Tensor) -> torch.Tensor:
+        """:meth:`param_count` of encoded points, vectorised (the deterministic objective of the BO).
+
+        Decodes like :meth:`decode` (mask bit on at >= 0.5, size at the nearest ordinal index),
+        so ``param_count_tensor(encode(ps))[i] == param_count(ps[i])`` exactly.
+
+        Args:
+            X: ``(..., dims)`` encodings.
+
+        Returns:
+            ``(..., 1)`` float64 counts.
+
+        """
+        X = torch.as_tensor(X, dtype=torch.float64).clamp(0.0, 1.0)
+        if self.mask_dims:
+            layers_on = (X[..., : self.mask_dims] >= 0.5).sum(dim=-1, keepdim=True).to(torch.float64)
+        else:
+            layers_on = torch.full((*X.shape[:-1], 1), float(self.num_layers), dtype=torch.float64, device=X.device)
+        per_layer = torch.zeros_like(layers_on)
+        n_lora_targets = len(self._fixed_spec.lora_targets)
+        for j, (module, options) in enumerate(self.choices):
+            table = torch.tensor(options, dtype=torch.float64, device=X.device)
+            index = torch.round(X[..., self.mask_dims + j] * (len(options) - 1)).long()
+            weight = n_lora_targets if module == "lora" else 1
+            per_layer = per_layer + weight * table[index].unsqueeze(-1)
+        return 2.0 * self.shape.hidden_size * per_layer * layers_on
+
     def param_percent(self, point: Point, backbone_params: int) -> float:
         """:meth:`param_count` as a percentage of the backbone's pretrained parameters."""
         if backbone_params <= 0:

@@ -147,6 +147,9 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
                 tags=list(wandb_cfg.tags or []),
                 save_dir=str(run_dir),
                 offline=wandb_cfg.mode == "offline",
+                # Lightning signals offline through $WANDB_MODE, which wandb reads only when it is
+                # first set up in a process; passing the mode makes it hold in any process.
+                mode=wandb_cfg.mode,
                 name=run_dir.name,
                 config=OmegaConf.to_container(cfg, resolve=True),
             )

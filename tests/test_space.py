@@ -205,6 +205,18 @@ def test_to_peft_is_valid_and_param_count_matches_the_paper_formula(name: str) -
         assert math.isclose(s.param_percent(point, BERT_BASE_PARAMS), 100 * s.param_count(point) / BERT_BASE_PARAMS)
 
 
+@pytest.mark.parametrize("name", SPACE_FILES)
+def test_vectorised_param_count_equals_the_per_point_count(name: str) -> None:
+    s = space(name)
+    points = [*s.sample(torch.Generator().manual_seed(3), 50), s.head_only()]
+    X = s.encode(points)
+    counts = s.param_count_tensor(X)
+    assert counts.shape == (len(points), 1)
+    assert counts.squeeze(-1).tolist() == [float(s.param_count(p)) for p in points]
+    # extra batch dimensions (botorch's b x q x d) are kept
+    assert s.param_count_tensor(X.view(len(points), 1, -1)).shape == (len(points), 1, 1)
+
+
 def test_to_peft_uses_fixed_fields_and_leaves_unsearched_modules_off() -> None:
     s = space("autopeft_lora")
     mask = tuple(i >= 4 for i in range(12))

@@ -97,6 +97,7 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
             sys.executable,
             "run.py",
             *flags,
+            "mode=train",
             "backbone=tiny_bert",
             "debug=smoke",
             "peft.sa_size=8",

@@ -31,11 +31,13 @@ class ResultsStore:
 
     Args:
         path: The JSON Lines file (created on the first append).
+        required_keys: Keys every record must have (the proposals log uses its own).
 
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, required_keys: tuple[str, ...] = REQUIRED_KEYS) -> None:
         self.path = Path(path)
+        self.required_keys = tuple(required_keys)
 
     def _lines(self) -> Iterator[tuple[int, str, bool]]:
         data = self.path.read_bytes() if self.path.exists() else b""
@@ -63,11 +65,11 @@ class ResultsStore:
                     f"results store {self.path} is corrupt at line {number} ({err.msg}); it was not modified. "
                     "Fix or remove that line, or start a new run directory"
                 ) from None
-            missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+            missing = [k for k in self.required_keys if not isinstance(record, dict) or k not in record]
             if missing:
                 raise CorruptStoreError(
                     f"results store {self.path} line {number} lacks {missing}; every record needs "
-                    f"{list(REQUIRED_KEYS)}. The file was not modified"
+                    f"{list(self.required_keys)}. The file was not modified"
                 )
             records.append(record)
         return records
@@ -89,9 +91,9 @@ class ResultsStore:
             ValueError: If ``record`` lacks a required key (nothing is written).
 
         """
-        missing = [k for k in REQUIRED_KEYS if k not in record]
+        missing = [k for k in self.required_keys if k not in record]
         if missing:
-            raise ValueError(f"record lacks {missing}; required: {list(REQUIRED_KEYS)}")
+            raise ValueError(f"record lacks {missing}; required: {list(self.required_keys)}")
         line = json.dumps(dict(record), sort_keys=True, default=str) + "\n"
         self._drop_torn_tail()
         self.path.parent.mkdir(parents=True, exist_ok=True)

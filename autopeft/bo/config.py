@@ -1,0 +1,124 @@
+"""The ``search`` config node: validated settings and the searcher they describe."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from autopeft.bo.acquisition import AcquisitionSettings
+from autopeft.bo.local_search import LocalSearchSettings
+from autopeft.bo.nsga2 import NSGA2Searcher, nsga2_settings
+from autopeft.bo.pareto import parse_ref_point
+from autopeft.bo.searchers import BayesianSearcher, RandomSearcher, Searcher
+from autopeft.bo.surrogate import SurrogateSettings
+from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.space import Point, SearchSpace
+
+#: Search methods: AutoPEFT's BO and the two baselines.
+METHODS = ("bo", "random", "nsga2")
+
+#: Keys of the ``search`` node.
+SEARCH_KEYS = (
+    "method",
+    "n_init",
+    "n_iter",
+    "batch_size",
+    "progress",
+    "surrogate",
+    "acquisition",
+    "local_search",
+    "nsga2",
+)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Validated ``search`` node.
+
+    Attributes:
+        method: ``bo`` (AutoPEFT), ``random`` or ``nsga2``.
+        n_init: Random initial configurations (paper 100); for ``random`` and ``nsga2`` only part
+            of the budget ``n_init + n_iter``.
+        n_iter: Configurations proposed after the initial design (paper 100).
+        batch_size: Configurations proposed at once (q); BO proposes a batch greedily with the
+            earlier members as pending points.
+        progress: Show a progress bar on a terminal.
+        surrogate: Score surrogate (BO only).
+        acquisition: NEHVI variant (BO only).
+        ref_point: Hypervolume reference ``(score, param_percent)``, None entries inferred.
+        local_search: Acquisition optimiser (BO only).
+        nsga2: Keyword arguments of Optuna's ``NSGAIISampler``.
+
+    """
+
+    method: str
+    n_init: int
+    n_iter: int
+    batch_size: int
+    progress: bool
+    surrogate: SurrogateSettings
+    acquisition: AcquisitionSettings
+    ref_point: tuple[float | None, float | None]
+    local_search: LocalSearchSettings
+    nsga2: dict[str, Any]
+
+    @property
+    def budget(self) -> int:
+        """Total evaluations: ``n_init + n_iter``."""
+        return self.n_init + self.n_iter
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> SearchSettings:
+        """Validate the ``search`` node; every error names the bad key or value and what is allowed."""
+        values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        check_known_keys(values, SEARCH_KEYS, "search")
+        missing = [k for k in SEARCH_KEYS if k not in values]
+        if missing:
+            raise ConfigError(f"search node lacks {missing}; it needs {allowed_list(SEARCH_KEYS)}")
+        if values["method"] not in METHODS:
+            raise ConfigError(f"search.method={values['method']!r}; allowed: {allowed_list(METHODS)}")
+        for key, low in (("n_init", 1), ("n_iter", 0), ("batch_size", 1)):
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"search.{key}={value!r} must be an integer >= {low}")
+        acquisition = dict(values["acquisition"] or {})
+        return cls(
+            method=values["method"],
+            n_init=values["n_init"],
+            n_iter=values["n_iter"],
+            batch_size=values["batch_size"],
+            progress=bool(values["progress"]),
+            surrogate=SurrogateSettings.from_config(values["surrogate"] or {}),
+            acquisition=AcquisitionSettings.from_config(acquisition),
+            ref_point=parse_ref_point(acquisition.get("ref_point")),
+            local_search=LocalSearchSettings.from_config(values["local_search"] or {}),
+            nsga2=nsga2_settings(values["nsga2"]),
+        )
+
+
+def make_searcher(
+    settings: SearchSettings,
+    space: SearchSpace,
+    backbone_params: int,
+    seed: int,
+    candidates: Sequence[Point] | None = None,
+) -> Searcher:
+    """The searcher ``settings.method`` names, optionally restricted to ``candidates``."""
+    if settings.method == "random":
+        return RandomSearcher(space, seed, candidates)
+    if settings.method == "nsga2":
+        return NSGA2Searcher(space, seed, settings.nsga2, candidates)
+    return BayesianSearcher(
+        space=space,
+        backbone_params=backbone_params,
+        n_init=settings.n_init,
+        surrogate=settings.surrogate,
+        acquisition=settings.acquisition,
+        local_search=settings.local_search,
+        ref_point=settings.ref_point,
+        seed=seed,
+        candidates=candidates,
+    )

@@ -1,0 +1,341 @@
+"""The search loop: propose, evaluate, record durably, repeat; resumable from its run directory.
+
+Run directory layout:
+
+- ``search.json``: what was searched (task, backbone, space, method, seed, fingerprinted
+  settings), written once; a resume must match it.
+- ``proposals.jsonl``: every proposed configuration, appended (fsynced) before it is evaluated.
+- ``results.jsonl``: every finished evaluation, appended (fsynced) as soon as it finishes.
+- ``evals/<index>/``: each evaluation's training logs.
+- ``front.md``, ``front.csv``, ``pareto.png``, ``summary.json``: written at the end.
+
+A kill at any instant loses at most the evaluation that was running: on resume the logged but
+unfinished proposals are evaluated first, then the searcher continues. Searchers are
+deterministic functions of the history and the seed, so a resumed search makes the same
+proposals as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from autopeft.bo.config import SearchSettings, make_searcher
+from autopeft.bo.pareto import hypervolume, is_success, objective_matrix, pareto_mask, search_reference
+from autopeft.bo.searchers import History
+from autopeft.bo.store import ResultsStore
+from autopeft.errors import ConfigError
+from autopeft.io import atomic_write_json
+from autopeft.space import Point, SearchSpace
+
+log = logging.getLogger("autopeft.search")
+
+PROPOSAL_KEYS = ("index", "point", "batch", "records_before")
+
+#: Config nodes a resumed search must share with the original (anything else may change, e.g.
+#: ``search.n_iter`` to extend a finished search). Keys listed under a node are ignored in it.
+FINGERPRINT: dict[str, tuple[str, ...]] = {
+    "task": (),
+    "backbone": (),
+    "space": (),
+    "fidelity": (),
+    "data": ("cache_dir", "num_workers"),
+    "trainer": ("progress_bar", "log_every_n_steps", "eval_batch_size"),
+}
+
+#: Evaluates one configuration: ``(point, index) -> result fields`` (see TrainingObjective).
+Objective = Callable[[Point, int], dict[str, Any]]
+
+
+@dataclass
+class SearchFiles:
+    """Paths of a search's run directory."""
+
+    run_dir: Path
+
+    @property
+    def manifest(self) -> Path:
+        """``search.json``."""
+        return self.run_dir / "search.json"
+
+    @property
+    def results(self) -> ResultsStore:
+        """The results store."""
+        return ResultsStore(self.run_dir / "results.jsonl")
+
+    @property
+    def proposals(self) -> ResultsStore:
+        """The proposals log."""
+        return ResultsStore(self.run_dir / "proposals.jsonl", required_keys=PROPOSAL_KEYS)
+
+
+def fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """The parts of ``cfg`` that define what a search's results mean."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    out: dict[str, Any] = {
+        node: {k: v for k, v in (plain.get(node) or {}).items() if k not in ignored}
+        for node, ignored in FINGERPRINT.items()
+    }
+    out["seed"] = plain["seed"]
+    out["search.method"] = plain["search"]["method"]
+    out["search.n_init"] = plain["search"]["n_init"]
+    return out
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        diffs = []
+        for key in sorted(set(old) | set(new), key=str):
+            diffs += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return diffs
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the run, {new!r} now"]
+
+
+def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace, resume: bool) -> SearchFiles:
+    """Create or reopen the run directory, refusing a resume of a different search.
+
+    Raises:
+        ConfigError: ``resume`` names a directory without a search, or one whose task, backbone,
+            space, fidelity, data, trainer, method, n_init or seed differ from ``cfg``.
+
+    """
+    files = SearchFiles(Path(run_dir))
+    current = fingerprint(cfg)
+    if files.manifest.exists():
+        try:
+            saved = json.loads(files.manifest.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{files.manifest} is not valid JSON ({err.msg}); it was not modified") from None
+        diffs = _differences(saved.get("fingerprint"), current)
+        if diffs:
+            raise ConfigError(
+                f"cannot resume {files.run_dir}: it is a different search; "
+                + "; ".join(diffs[:5])
+                + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
+            )
+        return files
+    if resume:
+        raise ConfigError(f"resume={str(run_dir)!r} has no search.json: not a search run directory")
+    files.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        files.manifest,
+        {"fingerprint": current, "space": space.to_json_dict(), "config": OmegaConf.to_container(cfg, resolve=True)},
+    )
+    return files
+
+
+def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
+    """The saved config of the search in ``run_dir``, with this command line's overrides applied.
+
+    So ``python run.py resume=<dir>`` needs nothing else, and ``resume=<dir> search.n_iter=200``
+    extends a finished search. Each override's value is taken from the freshly composed ``cfg``
+    (Hydra has parsed it there); whether the result may continue the search is checked by
+    :func:`open_run`.
+
+    Raises:
+        ConfigError: If ``run_dir`` holds no readable ``search.json``, or an override names a
+            config group that is not a node of the saved config (e.g. ``experiment=``).
+
+    """
+    manifest = Path(run_dir) / "search.json"
+    if not manifest.is_file():
+        raise ConfigError(f"resume={str(run_dir)!r} has no search.json: not a search run directory")
+    try:
+        saved = OmegaConf.create(json.loads(manifest.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"{manifest} is damaged ({err}); it was not modified") from None
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key in ("resume", "hydra") or key.startswith("hydra."):
+            continue
+        if OmegaConf.select(cfg, key, default="<missing>") == "<missing>" or key in ("experiment", "debug"):
+            raise ConfigError(
+                f"override {override!r} cannot be applied to a resumed search: resume=<dir> continues with the "
+                "run's saved config, and accepts only overrides of its keys (e.g. search.n_iter=200)"
+            )
+        OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    saved.resume = str(run_dir)
+    return saved
+
+
+class Tracker:
+    """Front size, best score and hypervolume of the records so far."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.settings = settings
+
+    def state(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """``best``, ``front_size``, ``hypervolume`` (None before a reference point exists), ``failed``."""
+        ok = [r for r in records if is_success(r)]
+        ref = search_reference(records, self.settings.ref_point, self.settings.n_init)
+        Y = objective_matrix(ok)
+        return {
+            "evaluations": len(records),
+            "failed": len(records) - len(ok),
+            "best": max((r["score"] for r in ok), default=None),
+            "front_size": int(pareto_mask(Y).sum()) if ok else 0,
+            "hypervolume": hypervolume(Y, ref) if ref is not None and ok else None,
+            "ref_point": None if ref is None else ref.tolist(),
+        }
+
+
+def run_search(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    objective: Objective | None = None,
+    on_record: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    candidates: list[Point] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) the search ``cfg.search`` and return its final state.
+
+    Args:
+        cfg: The composed run config (``search``, ``space``, ``task``, ``backbone``, ...).
+        run_dir: The run directory (an existing one continues where it stopped).
+        resume: True when the user asked to resume (the directory must hold a search).
+        objective: Scores a configuration; default: low-fidelity training (TrainingObjective).
+        on_record: Called with ``(record, tracker state)`` after each evaluation is stored.
+        candidates: Restrict the search to these configurations (tabulated benchmarks).
+
+    Returns:
+        ``{"records": [...], "state": {...}, "space": SearchSpace, "backbone_params": int, ...}``.
+
+    """
+    from autopeft.backbones import load_backbone
+    from autopeft.tasks import task_from_config
+    from autopeft.train import validate_run_config
+
+    settings = SearchSettings.from_config(cfg.search)
+    validate_run_config(cfg)
+    task_from_config(cfg.task)
+    backbone = load_backbone(cfg.backbone, weights=False)
+    space = SearchSpace.from_config(cfg.space, backbone.shape)
+    files = open_run(cfg, run_dir, space, resume)
+    store, proposals_log = files.results, files.proposals
+    records, proposals = store.load(), proposals_log.load()
+    _check_consistent(records, proposals, space, files)
+    if objective is None:
+        from autopeft.objective import TrainingObjective
+
+        objective = TrainingObjective(cfg, space, backbone.num_params, files.run_dir)
+    searcher = make_searcher(settings, space, backbone.num_params, int(cfg.seed), candidates)
+    tracker = Tracker(settings)
+    budget = settings.budget
+    if records:
+        log.info("resuming %s: %d of %d evaluations done", files.run_dir, len(records), budget)
+    progress = _progress_bar(settings, budget, len(records))
+    timings = {"propose_seconds": 0.0, "evaluate_seconds": 0.0}
+    started = time.perf_counter()
+    redirect = contextlib.nullcontext()
+    if progress is not None:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
+    with redirect:
+        try:
+            while len(records) < budget:
+                history = History(records, proposals)
+                pending = history.pending
+                if not pending:
+                    t0 = time.perf_counter()
+                    count = min(settings.batch_size, budget - len(proposals))
+                    batch = proposals[-1]["batch"] + 1 if proposals else 0
+                    for proposal in searcher.propose(history, count):
+                        entry = {
+                            "index": len(proposals),
+                            "point": proposal.point.to_dict(),
+                            "batch": batch,
+                            "records_before": len(records),
+                            "configuration": space.describe(proposal.point),
+                            "info": proposal.info,
+                        }
+                        proposals_log.append(entry)
+                        proposals.append(entry)
+                    timings["propose_seconds"] += time.perf_counter() - t0
+                    continue
+                entry = pending[0]
+                point = space.check(Point.from_dict(entry["point"]))
+                result = objective(point, entry["index"])
+                record = {
+                    "index": entry["index"],
+                    "point": entry["point"],
+                    "configuration": space.describe(point),
+                    "phase": entry.get("info", {}).get("phase"),
+                    "seed": int(cfg.seed),
+                    **result,
+                }
+                store.append(record)
+                records.append(record)
+                timings["evaluate_seconds"] += record["seconds"]
+                state = tracker.state(records)
+                _report_progress(progress, record, state, budget)
+                if on_record is not None:
+                    on_record(record, state)
+        finally:
+            if progress is not None:
+                progress.close()
+    state = tracker.state(records)
+    return {
+        "records": records,
+        "proposals": proposals,
+        "state": state,
+        "space": space,
+        "settings": settings,
+        "backbone_params": backbone.num_params,
+        "run_dir": files.run_dir,
+        "timings": {**timings, "wall_seconds": time.perf_counter() - started},
+    }
+
+
+def _check_consistent(
+    records: list[dict[str, Any]], proposals: list[dict[str, Any]], space: SearchSpace, files: SearchFiles
+) -> None:
+    """Every record must answer a logged proposal with the same configuration, once, in order."""
+    by_index = {p["index"]: p for p in proposals}
+    if [p["index"] for p in proposals] != list(range(len(proposals))):
+        raise ConfigError(f"{files.proposals.path} is corrupt: proposal indices are not 0, 1, 2, ...")
+    seen: set[int] = set()
+    for record in records:
+        index = record["index"]
+        if index in seen:
+            raise ConfigError(f"{files.results.path} is corrupt: evaluation {index} is recorded twice")
+        seen.add(index)
+        if index not in by_index or by_index[index]["point"] != record["point"]:
+            raise ConfigError(
+                f"{files.results.path} is corrupt: evaluation {index} does not match proposal {index} "
+                f"of {files.proposals.path}"
+            )
+        space.check(Point.from_dict(record["point"]))
+
+
+def _progress_bar(settings: SearchSettings, budget: int, done: int) -> Any:
+    if not settings.progress or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=budget, initial=done, desc="search", unit="eval", dynamic_ncols=True)
+
+
+def _report_progress(progress: Any, record: dict[str, Any], state: dict[str, Any], budget: int) -> None:
+    score = f"{record['score']:.4f}" if record["score"] is not None else record["status"].upper()
+    hv = f"{state['hypervolume']:.4g}" if state["hypervolume"] is not None else "-"
+    best = f"{state['best']:.4f}" if state["best"] is not None else "-"
+    line = (
+        f"[{state['evaluations']:>{len(str(budget))}}/{budget}] {record['phase'] or '':<5} "
+        f"{record['configuration']} | {record['param_percent']:.3f}% params | score {score} | "
+        f"{record['seconds']:.1f}s || best {best} | front {state['front_size']} | HV {hv}"
+    )
+    log.info(line)  # routed through tqdm.write while a bar is shown (see run_search)
+    if progress is not None:
+        progress.set_postfix_str(f"best {best} | front {state['front_size']} | HV {hv}", refresh=False)
+        progress.update(1)

@@ -1,0 +1,223 @@
+"""Searchers: what proposes the next configurations. AutoPEFT's BO and two baselines, one interface.
+
+Every searcher is a pure function of the search's history (the evaluations stored so far and the
+proposals logged so far) and the seed, so a resumed search proposes exactly what the
+uninterrupted one would have. None of them ever proposes a configuration that is already
+evaluated or pending (compared in canonical form, see :meth:`SearchSpace.canonical`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition
+from autopeft.bo.local_search import (
+    LocalSearchSettings,
+    best_of_candidates,
+    optimize_acquisition,
+    unseen_random_point,
+)
+from autopeft.bo.pareto import is_success, objective_matrix, pareto_mask, reference_point, search_reference
+from autopeft.bo.surrogate import SurrogateSettings, fit_surrogate
+from autopeft.space import Point, SearchSpace
+
+
+@dataclass
+class History:
+    """What a searcher may look at.
+
+    Attributes:
+        records: Finished evaluations, in proposal order (``index`` ascending).
+        proposals: Every proposal logged so far, evaluated or pending, in order; each has
+            ``index``, ``point``, ``batch`` and ``records_before`` (how many evaluations had
+            finished when its batch was proposed).
+
+    """
+
+    records: list[dict[str, Any]]
+    proposals: list[dict[str, Any]]
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """Proposals without a record yet."""
+        done = {r["index"] for r in self.records}
+        return [p for p in self.proposals if p["index"] not in done]
+
+    def seen(self, space: SearchSpace) -> set[Point]:
+        """Canonical forms of every evaluated or pending configuration."""
+        return {space.canonical(Point.from_dict(p["point"])) for p in self.proposals}
+
+
+@dataclass
+class Proposal:
+    """One proposed configuration and how it was chosen (logged with it)."""
+
+    point: Point
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Searcher(Protocol):
+    """Proposes the next batch of configurations."""
+
+    name: str
+
+    def propose(self, history: History, n: int) -> list[Proposal]:
+        """Up to ``n`` new configurations, none evaluated or pending."""
+        ...
+
+
+def step_rng(seed: int, step: int, salt: str) -> random.Random:
+    """A generator for one proposal step: depends only on the seed and the step, never on the past."""
+    return random.Random(f"{salt}:{seed}:{step}")
+
+
+def random_unseen(
+    space: SearchSpace,
+    seen: set[Point],
+    rng: random.Random,
+    n: int,
+    candidates: Sequence[Point] | None = None,
+) -> list[Point]:
+    """``n`` distinct random configurations outside ``seen`` (``seen`` is extended with them).
+
+    With ``candidates`` they are drawn from that list instead of the whole space.
+    """
+    points = []
+    for _ in range(n):
+        if candidates is None:
+            point = unseen_random_point(space, seen, rng)
+        else:
+            left = [p for p in candidates if space.canonical(p) not in seen]
+            if not left:
+                raise RuntimeError(f"all {len(candidates)} candidates have been evaluated")
+            point = rng.choice(left)
+        seen.add(space.canonical(point))
+        points.append(point)
+    return points
+
+
+@dataclass
+class RandomSearcher:
+    """Uniform random search without repeats (the paper's Figure 6 baseline)."""
+
+    space: SearchSpace
+    seed: int
+    candidates: Sequence[Point] | None = None  # restrict to these (tabulated benchmarks)
+    name: str = "random"
+
+    def propose(self, history: History, n: int) -> list[Proposal]:
+        """``n`` random unseen configurations."""
+        rng = step_rng(self.seed, len(history.proposals), self.name)
+        seen = history.seen(self.space)
+        return [Proposal(p, {"phase": "random"}) for p in random_unseen(self.space, seen, rng, n, self.candidates)]
+
+
+@dataclass
+class BayesianSearcher:
+    """AutoPEFT: random initial design, then SAAS-GP + NEHVI + local search (paper §2.2).
+
+    Attributes:
+        space: The search space.
+        backbone_params: Denominator of % trainable parameters.
+        n_init: Random configurations before the first model-based proposal (paper 100).
+        surrogate: Score surrogate settings.
+        acquisition: NEHVI settings.
+        local_search: Acquisition optimiser settings.
+        ref_point: Configured ``(score, param_percent)`` reference, None entries inferred.
+        seed: Seeds the initial design, NUTS, the QMC samples and the local search.
+        candidates: Restrict the search to these configurations (tabulated benchmarks); the
+            acquisition is then maximised over all unseen candidates instead of by local search.
+
+    """
+
+    space: SearchSpace
+    backbone_params: int
+    n_init: int
+    surrogate: SurrogateSettings
+    acquisition: AcquisitionSettings
+    local_search: LocalSearchSettings
+    ref_point: tuple[float | None, float | None]
+    seed: int
+    candidates: Sequence[Point] | None = None
+    name: str = "bo"
+
+    def propose(self, history: History, n: int) -> list[Proposal]:
+        """Initial-design points while fewer than ``n_init`` are proposed, BO proposals after."""
+        step = len(history.proposals)
+        rng = step_rng(self.seed, step, self.name)
+        seen = history.seen(self.space)
+        if step < self.n_init:
+            count = min(n, self.n_init - step)
+            points = random_unseen(self.space, seen, rng, count, self.candidates)
+            return [Proposal(p, {"phase": "init"}) for p in points]
+        ok = [r for r in history.records if is_success(r)]
+        if len(ok) < 2:  # nothing to model yet (failed initial design): keep exploring at random
+            points = random_unseen(self.space, seen, rng, n, self.candidates)
+            return [Proposal(p, {"phase": "random-fallback"}) for p in points]
+        return self._model_based(history, ok, seen, n, rng, step)
+
+    def _model_based(
+        self,
+        history: History,
+        ok: list[dict[str, Any]],
+        seen: set[Point],
+        n: int,
+        rng: random.Random,
+        step: int,
+    ) -> list[Proposal]:
+        points = [Point.from_dict(r["point"]) for r in ok]
+        X = self.space.encode(points)
+        Y = torch.tensor([[float(r["score"])] for r in ok], dtype=torch.float64)
+        fitted = fit_surrogate(X, Y, self.surrogate, seed=self.seed * 100_003 + step)
+        ref = search_reference(history.records, self.ref_point, self.n_init)
+        if ref is None:  # the whole initial design failed: infer from what has succeeded since
+            ref = reference_point(self.ref_point, objective_matrix(ok))
+        pareto = [p for p, keep in zip(points, pareto_mask(objective_matrix(ok)).tolist(), strict=True) if keep]
+        pending = [Point.from_dict(p["point"]) for p in history.pending]
+        proposals = []
+        for k in range(n):
+            started = time.perf_counter()
+            acq = build_acquisition(
+                fitted.model,
+                X,
+                ref,
+                self.space,
+                self.backbone_params,
+                self.acquisition,
+                ensemble=self.surrogate.is_ensemble,
+                X_pending=self.space.encode(pending) if pending else None,
+                seed=self.seed * 100_003 + step + k,
+            )
+
+            def values(candidates: Sequence[Point], acq: Any = acq) -> torch.Tensor:
+                with torch.no_grad():
+                    return acq(self.space.encode(candidates).unsqueeze(-2)).detach()
+
+            if self.candidates is None:
+                best = optimize_acquisition(values, self.space, pareto, seen, self.local_search, rng)
+            else:
+                best = best_of_candidates(values, self.space, self.candidates, seen)
+            seen.add(self.space.canonical(best.point))
+            pending.append(best.point)
+            proposals.append(
+                Proposal(
+                    best.point,
+                    {
+                        "phase": "bo",
+                        "acquisition": self.acquisition.name,
+                        "acq_value": best.value,
+                        "acq_evaluations": best.evaluations,
+                        "fit_seconds": fitted.seconds if k == 0 else 0.0,
+                        "acq_seconds": time.perf_counter() - started,
+                        "observations": fitted.num_observations,
+                        "ref_point": ref.tolist(),
+                    },
+                )
+            )
+        return proposals
