@@ -36,7 +36,9 @@ BERT_BASE_PARAMS = 109_482_240
 
 def one_iteration(n: int, args: argparse.Namespace) -> dict[str, float]:
     """Fit on ``n`` synthetic observations and propose one configuration; return the timings."""
-    space = SearchSpace.from_config({"name": "autopeft", "modules": ["sa", "pa", "prefix"], "layer_selection": True}, BERT_BASE)
+    space = SearchSpace.from_config(
+        {"name": "autopeft", "modules": ["sa", "pa", "prefix"], "layer_selection": True}, BERT_BASE
+    )
     rng = random.Random(n)
     points = space.sample(rng, n)
     X = space.encode(points)
