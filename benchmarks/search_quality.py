@@ -129,7 +129,7 @@ def replay(args: argparse.Namespace) -> None:
     for method in args.methods:
         for seed in range(args.seeds):
             overrides = [
-                *meta["overrides"][: len(TABULATE_OVERRIDES)],
+                *[o for o in TABULATE_OVERRIDES if not o.startswith("search")],
                 f"search={method}",
                 f"search.n_init={args.n_init}",
                 f"search.n_iter={args.budget - args.n_init}",
@@ -139,9 +139,10 @@ def replay(args: argparse.Namespace) -> None:
                 f"search.surrogate.warmup_steps={args.warmup_steps}",
                 f"search.surrogate.num_samples={args.num_samples}",
                 f"search.surrogate.thinning={args.thinning}",
-                f"search.nsga2.population_size={args.n_init}",
                 f"seed={seed}",
             ]
+            if method == "nsga2":  # the first generation is the random initial design
+                overrides.append(f"search.nsga2.population_size={args.n_init}")
             cfg = compose_cfg(overrides)
             run_dir = out_dir / "runs" / f"{method}_seed{seed}"
             started = time.perf_counter()

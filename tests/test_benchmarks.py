@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
+import random
 from pathlib import Path
 
 import pytest
+
+from autopeft.peft import BackboneShape
+from autopeft.space import SearchSpace
+from tests.bo.conftest import SyntheticObjective
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +29,39 @@ def test_train_throughput_measures_a_training_step(overrides: list[str]) -> None
     row = _load("train_throughput").measure("tiny_bert", overrides, batch=4, seq=16, steps=2, warmup=1)
     assert row["batch"] == 4 and row["samples_per_s"] > 0 and row["ms_per_step"] > 0
     assert (row["paper_percent"] == 100.0) == (overrides == ["peft=fft"])
+
+
+def test_bo_iteration_time_fits_and_proposes() -> None:
+    module = _load("bo_iteration_time")
+    args = argparse.Namespace(warmup_steps=8, num_samples=8, thinning=2, acquisition="qlognehvi")
+    timings = module.one_iteration(12, args)
+    assert timings["fit"] > 0 and timings["acquisition"] > 0
+    assert 0 < timings["evals"] <= 10 * 100
+
+
+def test_search_quality_replays_every_searcher_on_a_table(tmp_path: Path) -> None:
+    module = _load("search_quality")
+    space = SearchSpace.from_config(
+        {"name": "autopeft", "modules": ["sa", "pa", "prefix"], "layer_selection": True},
+        BackboneShape("minilm", 384, 6, 12),
+    )
+    objective = SyntheticObjective(fail=lambda p: p.size_of("prefix") == 384)
+    rows = [
+        {"index": i, "point": p.to_dict(), "configuration": space.describe(p), "seed": 0, **objective(p, i)}
+        for i, p in enumerate(space.sample(random.Random(0), 30))
+    ]
+    table = tmp_path / "table.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = {"task": "rotten_tomatoes", "backbone": "minilm", "evaluations": len(rows)}
+    table.with_suffix(".meta.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    module.main(
+        ["replay", "--table", str(table), "--out-dir", str(out), "--seeds", "2", "--budget", "12", "--n-init", "5"]
+        + ["--batch-size", "2", "--warmup-steps", "8", "--num-samples", "8", "--thinning", "2"]
+    )
+    traces = json.loads((out / "search_quality.json").read_text())["traces"]
+    assert set(traces) == {"bo", "random", "nsga2"}
+    for runs in traces.values():
+        assert len(runs) == 2 and all(len(t) == 12 and 0 <= t[-1] <= 1 + 1e-9 for t in runs)
+    assert "| AutoPEFT BO (SAAS-GP + qNEHVI) |" in (out / "search_quality.md").read_text()
+    assert (out / "search_quality.png").read_bytes()[:4] == b"\x89PNG"
