@@ -27,6 +27,7 @@ from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition  # no
 from autopeft.bo.local_search import LocalSearchSettings, optimize_acquisition  # noqa: E402
 from autopeft.bo.pareto import objective_matrix, pareto_mask, reference_point  # noqa: E402
 from autopeft.bo.surrogate import SurrogateSettings, fit_surrogate  # noqa: E402
+from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.peft import BackboneShape  # noqa: E402
 from autopeft.space import SearchSpace  # noqa: E402
 
@@ -69,6 +70,7 @@ def one_iteration(n: int, args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> None:
     """Time one iteration per requested number of observations."""
+    quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--observations", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--warmup-steps", type=int, default=256)

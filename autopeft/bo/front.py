@@ -54,7 +54,7 @@ def front_markdown(rows: Sequence[Mapping[str, Any]], metric: str, title: str) -
         f"### {title}",
         "",
         f"| # | {metric} (val) | % params (paper) | params (paper) | trainable (exact, incl. head) | configuration "
-        "| eval |",
+        "| index |",
         "|--:|--:|--:|--:|--:|:--|--:|",
     ]
     for row in rows:

@@ -24,6 +24,10 @@ import torch
 from autopeft.errors import ConfigError, check_known_keys
 from autopeft.space import Point, SearchSpace
 
+class SpaceExhaustedError(RuntimeError):
+    """Every configuration (or every allowed candidate) has been evaluated or is pending."""
+
+
 #: Scores a list of points: returns a ``(len(points),)`` tensor of acquisition values.
 AcquisitionValues = Callable[[Sequence[Point]], torch.Tensor]
 
@@ -141,7 +145,7 @@ def optimize_acquisition(
         rng: Seeded generator (random starts, neighbour subsets).
 
     Raises:
-        RuntimeError: If the space has no point left outside ``avoid``.
+        SpaceExhaustedError: If the space has no point left outside ``avoid``.
 
     """
     total = 0
@@ -163,7 +167,7 @@ def unseen_random_point(space: SearchSpace, avoid: Collection[Point], rng: rando
     """A uniformly random point whose canonical form is not in ``avoid``.
 
     Raises:
-        RuntimeError: If none is found (the space is exhausted or nearly so).
+        SpaceExhaustedError: If none is found (the space is exhausted or nearly so).
 
     """
     for _ in range(tries):
@@ -174,7 +178,7 @@ def unseen_random_point(space: SearchSpace, avoid: Collection[Point], rng: rando
         for point in space.iter_points():
             if space.canonical(point) not in avoid:
                 return point
-    raise RuntimeError(f"no configuration of space {space.name!r} is left to evaluate ({space.size} points)")
+    raise SpaceExhaustedError(f"no configuration of space {space.name!r} is left to evaluate ({space.size} points)")
 
 
 def best_of_candidates(
@@ -187,12 +191,12 @@ def best_of_candidates(
     """Exhaustive acquisition optimisation over a fixed candidate list (a tabulated benchmark).
 
     Raises:
-        RuntimeError: If every candidate is in ``avoid``.
+        SpaceExhaustedError: If every candidate is in ``avoid``.
 
     """
     left = [p for p in candidates if space.canonical(p) not in avoid]
     if not left:
-        raise RuntimeError(f"all {len(candidates)} candidates have been evaluated")
+        raise SpaceExhaustedError(f"all {len(candidates)} candidates have been evaluated")
     values = torch.cat([acquisition(left[i : i + chunk]) for i in range(0, len(left), chunk)])
     best = int(values.argmax())
     return Candidate(left[best], float(values[best]), len(left))

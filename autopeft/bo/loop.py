@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.bo.config import SearchSettings, make_searcher
+from autopeft.bo.local_search import SpaceExhaustedError
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix, pareto_mask, search_reference
 from autopeft.bo.searchers import History
 from autopeft.bo.store import ResultsStore
@@ -250,7 +251,12 @@ def run_search(
                     t0 = time.perf_counter()
                     count = min(settings.batch_size, budget - len(proposals))
                     batch = proposals[-1]["batch"] + 1 if proposals else 0
-                    for proposal in searcher.propose(history, count):
+                    try:
+                        batch_proposals = searcher.propose(history, count)
+                    except SpaceExhaustedError as err:
+                        log.warning("stopping after %d evaluations: %s", len(records), err)
+                        break
+                    for proposal in batch_proposals:
                         entry = {
                             "index": len(proposals),
                             "point": proposal.point.to_dict(),

@@ -19,6 +19,7 @@ import torch
 from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition
 from autopeft.bo.local_search import (
     LocalSearchSettings,
+    SpaceExhaustedError,
     best_of_candidates,
     optimize_acquisition,
     unseen_random_point,
@@ -95,7 +96,7 @@ def random_unseen(
         else:
             left = [p for p in candidates if space.canonical(p) not in seen]
             if not left:
-                raise RuntimeError(f"all {len(candidates)} candidates have been evaluated")
+                raise SpaceExhaustedError(f"all {len(candidates)} candidates have been evaluated")
             point = rng.choice(left)
         seen.add(space.canonical(point))
         points.append(point)

@@ -10,6 +10,7 @@ import torch
 
 from autopeft.bo.local_search import (
     LocalSearchSettings,
+    SpaceExhaustedError,
     local_search,
     optimize_acquisition,
     starting_points,
@@ -82,7 +83,7 @@ def test_exhausted_space_fails_clearly() -> None:
         {"name": "tiny", "modules": ["sa"], "layer_selection": False, "choices": {"sa": [0, 8]}}, SHAPE
     )
     everything = {tiny.canonical(p) for p in tiny.iter_points()}
-    with pytest.raises(RuntimeError, match="no configuration of space 'tiny' is left"):
+    with pytest.raises(SpaceExhaustedError, match="no configuration of space 'tiny' is left"):
         unseen_random_point(tiny, everything, random.Random(0))
 
 

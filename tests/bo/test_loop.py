@@ -170,3 +170,10 @@ def test_bad_search_settings_fail_before_anything_is_written(
     with pytest.raises(ConfigError, match=pattern):
         run_search(search_cfg(override), tmp_path / "run", objective=SyntheticObjective())
     assert not (tmp_path / "run").exists()
+
+
+def test_an_exhausted_space_ends_the_search_cleanly(search_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    cfg = search_cfg("space=sa", "+space.choices.sa=[0,8,16]", "search.n_init=2", "search.n_iter=5")
+    result = run_search(cfg, tmp_path / "run", objective=SyntheticObjective())
+    assert len(result["records"]) == 3  # the space has 3 configurations
+    assert_no_repeats(result)
