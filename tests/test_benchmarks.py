@@ -55,10 +55,8 @@ def test_search_quality_replays_every_searcher_on_a_table(tmp_path: Path) -> Non
     meta = {"task": "rotten_tomatoes", "backbone": "minilm", "evaluations": len(rows)}
     table.with_suffix(".meta.json").write_text(json.dumps(meta))
     out = tmp_path / "out"
-    module.main(
-        ["replay", "--table", str(table), "--out-dir", str(out), "--seeds", "2", "--budget", "12", "--n-init", "5"]
-        + ["--batch-size", "2", "--warmup-steps", "8", "--num-samples", "8", "--thinning", "2"]
-    )
+    tiny = ["--n-init", "5", "--batch-size", "2", "--warmup-steps", "8", "--num-samples", "8", "--thinning", "2"]
+    module.main(["replay", "--table", str(table), "--out-dir", str(out), "--seeds", "2", "--budget", "12", *tiny])
     traces = json.loads((out / "search_quality.json").read_text())["traces"]
     assert set(traces) == {"bo", "random", "nsga2"}
     for runs in traces.values():

@@ -24,6 +24,7 @@ import torch
 from autopeft.errors import ConfigError, check_known_keys
 from autopeft.space import Point, SearchSpace
 
+
 class SpaceExhaustedError(RuntimeError):
     """Every configuration (or every allowed candidate) has been evaluated or is pending."""
 
