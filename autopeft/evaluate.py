@@ -1,0 +1,212 @@
+"""Full-fidelity retraining of chosen configurations over several seeds (paper: mean ± sd over 5 seeds).
+
+Configurations come from a finished search's run directory (its whole Pareto front, the best one
+under a parameter budget, or chosen result indices) or from a JSON file of named PEFT
+configurations. The task is the run's own ``task``, so pointing ``retrain.from`` at a search on
+another task transfers its configurations (the paper's AutoPEFT^RTE on other tasks).
+
+Every finished (configuration, seed) training is appended to ``retrain.jsonl`` in the run
+directory before the next starts, so a killed retraining resumes without redoing finished cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from autopeft.bo.front import front_records
+from autopeft.bo.pareto import is_success
+from autopeft.bo.store import ResultsStore
+from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.space import Point
+
+#: How configurations are picked from a search.
+SELECTIONS = ("front", "budget", "indices")
+
+#: Keys of the ``retrain`` node.
+RETRAIN_KEYS = ("from", "select", "budget_percent", "indices", "configs", "seeds")
+
+#: Keys of one record of ``retrain.jsonl``.
+RETRAIN_RECORD_KEYS = ("choice", "seed", "status")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One configuration to retrain.
+
+    Attributes:
+        name: Short label used in tables (``front-1``, ``budget-1.0%``, or the file's name).
+        peft: The ``peft`` node (a :class:`~autopeft.peft.PeftSpec` dict).
+        source: Where it came from, e.g. ``"<run dir> result 42"``.
+        search_score: Its low-fidelity score in the search, when it came from one.
+
+    """
+
+    name: str
+    peft: dict[str, Any]
+    source: str
+    search_score: float | None = None
+
+
+def retrain_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the ``retrain`` node; errors name the bad value and what is allowed."""
+    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    check_known_keys(values, RETRAIN_KEYS, "retrain")
+    if (values.get("from") is None) == (values.get("configs") is None):
+        raise ConfigError(
+            "give exactly one of retrain.from=<search run dir> or retrain.configs=<JSON file of configurations>"
+        )
+    if values.get("select") not in SELECTIONS:
+        raise ConfigError(f"retrain.select={values.get('select')!r}; allowed: {allowed_list(SELECTIONS)}")
+    seeds = values.get("seeds")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"retrain.seeds={seeds!r} must be a non-empty list of integers")
+    budget = values.get("budget_percent")
+    if values["select"] == "budget" and not (isinstance(budget, int | float) and budget > 0):
+        raise ConfigError(f"retrain.budget_percent={budget!r} must be a positive % of backbone parameters")
+    if values["select"] == "indices" and not values.get("indices"):
+        raise ConfigError("retrain.select=indices needs retrain.indices=[...] (result indices of the search)")
+    return values
+
+
+def choices_from_search(run_dir: Path, settings: Mapping[str, Any]) -> list[Choice]:
+    """The configurations ``settings['select']`` picks from the search in ``run_dir``.
+
+    Raises:
+        ConfigError: If ``run_dir`` holds no search, no successful evaluation fits, or an index
+            is unknown.
+
+    """
+    from autopeft.backbones import shape_of
+    from autopeft.space import SearchSpace
+
+    run_dir = Path(run_dir)
+    manifest = run_dir / "search.json"
+    if not manifest.is_file():
+        raise ConfigError(f"retrain.from={str(run_dir)!r} has no search.json: not a search run directory")
+    config = json.loads(manifest.read_text())["config"]
+    space = SearchSpace.from_config(config["space"], shape_of(config["backbone"]))
+    records = ResultsStore(run_dir / "results.jsonl").load()
+    ok = [r for r in records if is_success(r)]
+    select = settings["select"]
+    if select == "front":
+        picked = [(f"front-{i}", r) for i, r in enumerate(front_records(records), start=1)]
+    elif select == "budget":
+        fits = [r for r in ok if r["param_percent"] <= settings["budget_percent"]]
+        if not fits:
+            smallest = min((r["param_percent"] for r in ok), default=math.nan)
+            raise ConfigError(
+                f"no successful configuration of {run_dir} is within retrain.budget_percent="
+                f"{settings['budget_percent']}% (the smallest uses {smallest:.4f}%)"
+            )
+        best = max(fits, key=lambda r: (r["score"], -r["param_percent"]))
+        picked = [(f"best<={settings['budget_percent']}%", best)]
+    else:
+        by_index = {r["index"]: r for r in records}
+        unknown = [i for i in settings["indices"] if i not in by_index]
+        if unknown:
+            raise ConfigError(f"retrain.indices has {unknown}, not results of {run_dir} (0..{len(records) - 1})")
+        picked = [(f"result-{i}", by_index[i]) for i in settings["indices"]]
+    if not picked:
+        raise ConfigError(f"the search in {run_dir} has no successful evaluation to retrain")
+    return [
+        Choice(
+            name=name,
+            peft=space.to_peft(Point.from_dict(r["point"]), name=name).to_dict(),
+            source=f"{run_dir} result {r['index']}",
+            search_score=r.get("score"),
+        )
+        for name, r in picked
+    ]
+
+
+def choices_from_file(path: Path) -> list[Choice]:
+    """Named configurations from a JSON file: ``[{"name": ..., "peft": {PeftSpec fields}}, ...]``.
+
+    Raises:
+        ConfigError: If the file is missing, not JSON, or an entry lacks ``name`` or ``peft``.
+
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"retrain.configs={str(path)!r} does not exist")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"retrain.configs={str(path)!r} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"retrain.configs={str(path)!r} must hold a non-empty JSON list of configurations")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "name" not in entry or "peft" not in entry:
+            raise ConfigError(f"entry {i} of {path} needs 'name' and 'peft' (a mapping of peft fields)")
+        out.append(Choice(name=str(entry["name"]), peft=dict(entry["peft"]), source=str(path)))
+    return out
+
+
+def retrain(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
+    """Train every chosen configuration once per seed at ``cfg.fidelity``; resumable.
+
+    Returns:
+        One record per (configuration, seed), in order, including those already done.
+
+    """
+    from autopeft.backbones import shape_of
+    from autopeft.peft import peft_from_config
+    from autopeft.train import train_and_evaluate, validate_run_config
+
+    settings = retrain_settings(cfg.retrain)
+    validate_run_config(cfg)
+    choices = (
+        choices_from_search(Path(settings["from"]), settings)
+        if settings.get("from")
+        else choices_from_file(Path(settings["configs"]))
+    )
+    shape = shape_of(cfg.backbone)
+    for choice in choices:  # every configuration must fit this backbone before anything trains
+        peft_from_config(choice.peft, shape)
+    store = ResultsStore(Path(run_dir) / "retrain.jsonl", required_keys=RETRAIN_RECORD_KEYS)
+    done = {(r["choice"], r["seed"]): r for r in store.load()}
+    records = []
+    for choice in choices:
+        for seed in settings["seeds"]:
+            if (choice.name, seed) in done:
+                records.append(done[(choice.name, seed)])
+                continue
+            run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            with open_dict(run_cfg):
+                run_cfg.peft = choice.peft
+                run_cfg.seed = seed
+            record = train_and_evaluate(run_cfg, Path(run_dir) / "runs" / f"{choice.name}_seed{seed}")
+            record.update(choice=choice.name, source=choice.source, search_score=choice.search_score)
+            store.append(record)
+            records.append(record)
+    return records
+
+
+def summarise(records: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Mean ± sd of the held-out ``metric`` per configuration (failed seeds counted apart)."""
+    rows = []
+    for name in dict.fromkeys(r["choice"] for r in records):
+        runs = [r for r in records if r["choice"] == name]
+        values = [r["metrics"]["test"][metric] for r in runs if r["status"] == "ok"]
+        rows.append(
+            {
+                "configuration": name,
+                "description": runs[0]["configuration"],
+                "param_percent": runs[0]["params"]["paper_percent"],
+                "mean": statistics.mean(values) if values else math.nan,
+                "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "seeds": len(values),
+                "failed": len(runs) - len(values),
+                "search_score": runs[0].get("search_score"),
+            }
+        )
+    return rows
