@@ -263,6 +263,8 @@ def dispatch(cfg: DictConfig) -> Any:
         mode = cfg.mode
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not a mode{did_you_mean(mode, MODES)}; allowed: {allowed_list(MODES)}")
+        if cfg.get("resume") and mode != "search":
+            raise ConfigError(f"resume= continues a search; it does not apply to mode={mode!r}")
         return MODES[mode](cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, open_dict
 
-from autopeft.cli import mode_search
+from autopeft.cli import dispatch, mode_search
 from tests.bo.conftest import TINY_SEARCH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +141,12 @@ def test_paper_search_experiment_runs_offline_and_logs_to_wandb(
     assert "### BO search: snli_binary, tiny_bert, space autopeft" in capsys.readouterr().out
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_resume_is_refused_outside_search_mode(
+    compose_cfg: Callable[..., DictConfig], capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        dispatch(compose_cfg("mode=train", "resume=/tmp"))
+    assert exit_info.value.code == 2
+    assert "resume= continues a search; it does not apply to mode='train'" in capsys.readouterr().err
