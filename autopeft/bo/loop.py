@@ -35,7 +35,7 @@ from autopeft.bo.pareto import hypervolume, is_success, objective_matrix, pareto
 from autopeft.bo.searchers import History
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
-from autopeft.io import atomic_write_json
+from autopeft.io import RunDirectoryLock, atomic_write_json
 from autopeft.space import Point, SearchSpace
 
 log = logging.getLogger("autopeft.search")
@@ -221,6 +221,23 @@ def run_search(
     task_from_config(cfg.task)
     backbone = load_backbone(cfg.backbone, weights=False)
     space = SearchSpace.from_config(cfg.space, backbone.shape)
+    if resume and not (Path(run_dir) / "search.json").is_file():
+        raise ConfigError(f"resume={str(run_dir)!r} has no search.json: not a search run directory")
+    with RunDirectoryLock(Path(run_dir), "search"):
+        return _run_locked(cfg, run_dir, resume, settings, backbone, space, objective, on_record, candidates)
+
+
+def _run_locked(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume: bool,
+    settings: SearchSettings,
+    backbone: Any,
+    space: SearchSpace,
+    objective: Objective | None,
+    on_record: Callable[[dict[str, Any], dict[str, Any]], None] | None,
+    candidates: list[Point] | None,
+) -> dict[str, Any]:
     files = open_run(cfg, run_dir, space, resume)
     store, proposals_log = files.results, files.proposals
     records, proposals = store.load(), proposals_log.load()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from omegaconf import DictConfig
 from autopeft.bo.loop import resumed_config, run_search
 from autopeft.bo.store import CorruptStoreError
 from autopeft.errors import ConfigError
+from autopeft.io import RunDirectoryLock
 from autopeft.space import Point
 
 from .conftest import SyntheticObjective
@@ -177,3 +181,27 @@ def test_an_exhausted_space_ends_the_search_cleanly(search_cfg: Callable[..., Di
     result = run_search(cfg, tmp_path / "run", objective=SyntheticObjective())
     assert len(result["records"]) == 3  # the space has 3 configurations
     assert_no_repeats(result)
+
+
+def test_a_second_writer_is_refused_and_a_killed_holder_frees_the_directory(
+    search_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    holder = RunDirectoryLock(run_dir).acquire()
+    with pytest.raises(ConfigError, match=rf"{run_dir} is in use by pid {os.getpid()} since .*one search per run"):
+        run_search(search_cfg(), run_dir, objective=SyntheticObjective())
+    holder.release()
+
+    # a holder killed with SIGKILL leaves no stale lock behind
+    script = (
+        "import time; from autopeft.io import RunDirectoryLock; "
+        f"lock = RunDirectoryLock({str(run_dir)!r}).acquire(); print('locked', flush=True); time.sleep(120)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    with pytest.raises(ConfigError, match=rf"in use by pid {process.pid}"):
+        run_search(search_cfg(), run_dir, objective=SyntheticObjective())
+    process.kill()
+    process.wait()
+    result = run_search(search_cfg(), run_dir, objective=SyntheticObjective())
+    assert len(result["records"]) == 8
