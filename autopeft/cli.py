@@ -104,6 +104,10 @@ def mode_train(cfg: DictConfig) -> dict[str, Any]:
     from autopeft.train import train_and_evaluate
 
     run_dir = run_dir_of(cfg)
+    finished = _finished_train_record(cfg, run_dir)
+    if finished is not None:
+        print(f"already finished, skipped: {run_dir / 'results.json'} (score {finished.get('score')})")
+        return finished
     record = train_and_evaluate(cfg, run_dir)
     record["run_dir"] = str(run_dir)
     record["config"] = OmegaConf.to_container(cfg, resolve=True)
@@ -111,6 +115,45 @@ def mode_train(cfg: DictConfig) -> dict[str, Any]:
     print(_train_summary(record))
     if record["status"] != "ok":
         raise SystemExit(f"error: training {record['status']}: {record.get('reason', '')}")
+    return record
+
+
+#: Config keys that may differ between a finished run and its rerun (where things are, not what ran).
+_LOCATION_KEYS = ("output_root", "resume")
+
+
+def _finished_train_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The finished record in ``run_dir`` if this exact configuration already ran there successfully.
+
+    A rerun of a sweep (same ``hydra.sweep.dir``) reaches each cell's directory again; a cell
+    whose ``results.json`` holds a successful run of the same config is not redone. The same
+    directory holding a different configuration is refused rather than overwritten.
+
+    Raises:
+        ConfigError: If ``run_dir`` holds a finished run of a different configuration.
+
+    """
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a results.json is only ever written atomically; an unreadable one is not a result
+    if record.get("status") != "ok":
+        return None  # failed cells are retried
+    current = OmegaConf.to_container(cfg, resolve=True)
+    saved = dict(record.get("config") or {})
+    for key in _LOCATION_KEYS:
+        current.pop(key, None)
+        saved.pop(key, None)
+    for node in (current, saved):
+        (node.get("data") or {}).pop("cache_dir", None)
+    if saved != current:
+        raise ConfigError(
+            f"{run_dir} already holds a finished run of a different configuration; use another "
+            "hydra.sweep.dir (or output_root) instead of overwriting it"
+        )
     return record
 
 

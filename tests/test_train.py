@@ -128,3 +128,36 @@ def test_multirun_cells_get_their_own_directories(tmp_path: Path) -> None:
     files = sorted((tmp_path / "out" / "multirun").rglob("results.json"))
     assert len(files) == 2 and files[0].parent != files[1].parent
     assert sorted(json.loads(f.read_text())["seed"] for f in files) == [0, 1]
+
+
+def test_rerun_of_a_sweep_skips_finished_cells(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    first = _run(["-m", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    cells = sorted(p.parent.name for p in sweep.rglob("results.json"))
+    assert [c.rsplit(",", 1)[-1] for c in cells] == ["seed=0", "seed=1"]  # named by the cell's overrides
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")}
+    second = _run(["-m", "seed=0,1,2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.count("already finished, skipped") == 2
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert len(list(sweep.rglob("results.json"))) == 3
+
+
+def test_a_cell_directory_holding_another_configuration_is_not_overwritten(tiny_cfg: Callable, tmp_path: Path) -> None:
+    from omegaconf import open_dict
+
+    from autopeft.cli import mode_train
+    from autopeft.errors import ConfigError
+
+    cfg = tiny_cfg("mode=train")
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "cell")
+    mode_train(cfg)
+    before = (tmp_path / "cell" / "results.json").read_bytes()
+    other = tiny_cfg("mode=train", "peft.sa_size=4")
+    with open_dict(other):
+        other.run_dir = str(tmp_path / "cell")
+    with pytest.raises(ConfigError, match=r"already holds a finished run of a different configuration"):
+        mode_train(other)
+    assert (tmp_path / "cell" / "results.json").read_bytes() == before
