@@ -108,7 +108,7 @@ def make_searcher(
 ) -> Searcher:
     """The searcher ``settings.method`` names, optionally restricted to ``candidates``."""
     if settings.method == "random":
-        return RandomSearcher(space, seed, candidates)
+        return RandomSearcher(space, seed, candidates, n_init=settings.n_init)
     if settings.method == "nsga2":
         return NSGA2Searcher(space, seed, settings.nsga2, candidates)
     return BayesianSearcher(

@@ -78,6 +78,11 @@ def step_rng(seed: int, step: int, salt: str) -> random.Random:
     return random.Random(f"{salt}:{seed}:{step}")
 
 
+#: Salt of the initial design's generator, shared by the searchers that draw one (BO, random), so
+#: that with the same seed and ``n_init`` they start from the same configurations (paper Figure 6).
+INIT_SALT = "init"
+
+
 def random_unseen(
     space: SearchSpace,
     seen: set[Point],
@@ -110,13 +115,18 @@ class RandomSearcher:
     space: SearchSpace
     seed: int
     candidates: Sequence[Point] | None = None  # restrict to these (tabulated benchmarks)
+    n_init: int = 0  # the first n_init draws are BO's initial design (same seed: same points)
     name: str = "random"
 
     def propose(self, history: History, n: int) -> list[Proposal]:
         """``n`` random unseen configurations."""
-        rng = step_rng(self.seed, len(history.proposals), self.name)
+        step = len(history.proposals)
+        if step < self.n_init:
+            n = min(n, self.n_init - step)  # batches never straddle the initial design, as in BO
+        phase = "init" if step < self.n_init else "random"
+        rng = step_rng(self.seed, step, INIT_SALT if phase == "init" else self.name)
         seen = history.seen(self.space)
-        return [Proposal(p, {"phase": "random"}) for p in random_unseen(self.space, seen, rng, n, self.candidates)]
+        return [Proposal(p, {"phase": phase}) for p in random_unseen(self.space, seen, rng, n, self.candidates)]
 
 
 @dataclass
@@ -151,17 +161,16 @@ class BayesianSearcher:
     def propose(self, history: History, n: int) -> list[Proposal]:
         """Initial-design points while fewer than ``n_init`` are proposed, BO proposals after."""
         step = len(history.proposals)
-        rng = step_rng(self.seed, step, self.name)
         seen = history.seen(self.space)
         if step < self.n_init:
             count = min(n, self.n_init - step)
-            points = random_unseen(self.space, seen, rng, count, self.candidates)
+            points = random_unseen(self.space, seen, step_rng(self.seed, step, INIT_SALT), count, self.candidates)
             return [Proposal(p, {"phase": "init"}) for p in points]
         ok = [r for r in history.records if is_success(r)]
         if len(ok) < 2:  # nothing to model yet (failed initial design): keep exploring at random
-            points = random_unseen(self.space, seen, rng, n, self.candidates)
+            points = random_unseen(self.space, seen, step_rng(self.seed, step, self.name), n, self.candidates)
             return [Proposal(p, {"phase": "random-fallback"}) for p in points]
-        return self._model_based(history, ok, seen, n, rng, step)
+        return self._model_based(history, ok, seen, n, step_rng(self.seed, step, self.name), step)
 
     def _model_based(
         self,

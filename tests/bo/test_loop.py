@@ -76,7 +76,7 @@ def test_interrupted_search_resumes_to_the_uninterrupted_result(
 def test_failed_evaluations_are_recorded_and_the_search_goes_on(
     search_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    objective = SyntheticObjective(fail=lambda p: p.size_of("prefix") >= 16)
+    objective = SyntheticObjective(fail=lambda p: p.size_of("prefix") >= 4)
     result = run_search(search_cfg("search.n_iter=5"), tmp_path / "run", objective=objective)
     failed = [r for r in result["records"] if r["status"] != "ok"]
     assert failed and len(result["records"]) == 10
@@ -205,3 +205,11 @@ def test_a_second_writer_is_refused_and_a_killed_holder_frees_the_directory(
     process.wait()
     result = run_search(search_cfg(), run_dir, objective=SyntheticObjective())
     assert len(result["records"]) == 8
+
+
+def test_bo_and_random_search_share_the_initial_design(search_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    bo = run_search(search_cfg("search=bo"), tmp_path / "bo", objective=SyntheticObjective())
+    rnd = run_search(search_cfg("search=random"), tmp_path / "random", objective=SyntheticObjective())
+    assert outcome(bo)[:5] == outcome(rnd)[:5]  # paper Figure 6: the same random initial points
+    assert [r["phase"] for r in rnd["records"]] == ["init"] * 5 + ["random"] * 3
+    assert outcome(bo)[5:] != outcome(rnd)[5:]
