@@ -8,6 +8,7 @@ evaluated or pending (compared in canonical form, see :meth:`SearchSpace.canonic
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from autopeft.bo.local_search import (
 from autopeft.bo.pareto import is_success, objective_matrix, pareto_mask, reference_point, search_reference
 from autopeft.bo.surrogate import SurrogateSettings, fit_surrogate
 from autopeft.space import Point, SearchSpace
+
+log = logging.getLogger("autopeft.search")
 
 
 @dataclass
@@ -167,7 +170,14 @@ class BayesianSearcher:
             points = random_unseen(self.space, seen, step_rng(self.seed, step, INIT_SALT), count, self.candidates)
             return [Proposal(p, {"phase": "init"}) for p in points]
         ok = [r for r in history.records if is_success(r)]
-        if len(ok) < 2:  # nothing to model yet (failed initial design): keep exploring at random
+        if len({r["score"] for r in ok}) < 2:
+            # Nothing to model: every evaluation failed, or all scored the same (e.g. every
+            # configuration predicts the majority class); keep exploring at random.
+            log.warning(
+                "%d successful evaluations with %d distinct score(s): proposing at random until scores differ",
+                len(ok),
+                len({r["score"] for r in ok}),
+            )
             points = random_unseen(self.space, seen, step_rng(self.seed, step, self.name), n, self.candidates)
             return [Proposal(p, {"phase": "random-fallback"}) for p in points]
         return self._model_based(history, ok, seen, n, step_rng(self.seed, step, self.name), step)

@@ -213,3 +213,15 @@ def test_bo_and_random_search_share_the_initial_design(search_cfg: Callable[...,
     assert outcome(bo)[:5] == outcome(rnd)[:5]  # paper Figure 6: the same random initial points
     assert [r["phase"] for r in rnd["records"]] == ["init"] * 5 + ["random"] * 3
     assert outcome(bo)[5:] != outcome(rnd)[5:]
+
+
+def test_identical_scores_give_random_proposals_instead_of_a_degenerate_model(
+    search_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    class Constant(SyntheticObjective):
+        def __call__(self, point: Point, index: int) -> dict:
+            return {**super().__call__(point, index), "score": 0.5}
+
+    result = run_search(search_cfg(), tmp_path / "run", objective=Constant())
+    assert [r["phase"] for r in result["records"]] == ["init"] * 5 + ["random-fallback"] * 3
+    assert_no_repeats(result)
