@@ -70,4 +70,5 @@ class TrainingObjective:
             "seconds": time.perf_counter() - started,
             "train_seconds": record["train_seconds"],
             "samples_per_second": record["samples_per_second"],
+            "oom_retry": record.get("oom_retry"),  # set when it ran out of memory once and was retried
         }

@@ -45,6 +45,8 @@ TRAINER_KEYS = (
     "progress_bar",
     "deterministic",
     "log_every_n_steps",
+    "accumulate_grad_batches",
+    "oom_retry",
 )
 FIDELITY_KEYS = ("name", "epochs", "early_stopping_patience")
 DATA_KEYS = ("max_length", "max_train_samples", "max_eval_samples", "data_seed", "cache_dir", "num_workers")
@@ -81,6 +83,9 @@ def validate_run_config(cfg: DictConfig) -> None:
     check_known_keys(cfg.logger, LOGGER_KEYS, "logger")
     _positive_int(cfg.trainer.batch_size, "trainer.batch_size")
     _positive_int(cfg.trainer.eval_batch_size, "trainer.eval_batch_size")
+    _positive_int(cfg.trainer.accumulate_grad_batches, "trainer.accumulate_grad_batches")
+    if not isinstance(cfg.trainer.oom_retry, bool):
+        raise ConfigError(f"trainer.oom_retry={cfg.trainer.oom_retry!r} must be true or false")
     _positive_int(cfg.fidelity.epochs, "fidelity.epochs")
     _positive_int(cfg.fidelity.early_stopping_patience, "fidelity.early_stopping_patience", allow_none=True)
     _positive_int(cfg.data.max_length, "data.max_length")
@@ -158,11 +163,14 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
 
 
 def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train one configuration at ``cfg.fidelity`` and evaluate it.
+    """Train one configuration at ``cfg.fidelity`` and evaluate it; retry once after running out of memory.
 
     The returned record has ``status`` ``ok``, ``diverged`` (non-finite loss) or ``oom``
     (out of GPU memory); a failed run still reports its configuration and parameter counts
-    so that a search can record it and go on.
+    so that a search can record it and go on. With ``trainer.oom_retry`` an out-of-memory run
+    is retried once with half the micro-batch and twice the gradient accumulation (the same
+    effective batch and optimiser steps); the record then carries ``oom_retry`` with the first
+    attempt's reason.
 
     Args:
         cfg: The composed run config.
@@ -174,6 +182,27 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metric), parameter counts, timings, seed and device.
 
     """
+    record = _train_once(cfg, run_dir)
+    micro_batch = cfg.trainer.batch_size // 2
+    if record["status"] != "oom" or not cfg.trainer.oom_retry or micro_batch < 1:
+        return record
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    retry_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    retry_cfg.trainer.batch_size = micro_batch
+    retry_cfg.trainer.accumulate_grad_batches = 2 * cfg.trainer.accumulate_grad_batches
+    retry = _train_once(retry_cfg, Path(run_dir) / "oom_retry")
+    retry["oom_retry"] = {
+        "first_reason": record.get("reason"),
+        "micro_batch": micro_batch,
+        "accumulate_grad_batches": retry_cfg.trainer.accumulate_grad_batches,
+    }
+    retry["total_seconds"] += record["total_seconds"]
+    return retry
+
+
+def _train_once(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """One training attempt (see :func:`train_and_evaluate`)."""
     started = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     setup = build(cfg)
@@ -201,6 +230,7 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         devices=cfg.trainer.devices,
         precision=precision,
         gradient_clip_val=cfg.trainer.gradient_clip_val,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         callbacks=callbacks,
         logger=make_loggers(cfg, run_dir) or False,
         enable_checkpointing=False,
@@ -243,6 +273,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         record["main_metric"] = task.main_metric
         record["best_epoch"] = keep_best.best_epoch
         record["epochs_trained"] = trainer.current_epoch
+    record["batch_size"] = cfg.trainer.batch_size
+    record["accumulate_grad_batches"] = cfg.trainer.accumulate_grad_batches
     record["train_examples"] = setup.datamodule.num_train_examples
     record["samples_per_second"] = throughput.samples_per_second
     record["tokenization_cache_hit"] = setup.datamodule.cache_hit

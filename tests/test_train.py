@@ -161,3 +161,42 @@ def test_a_cell_directory_holding_another_configuration_is_not_overwritten(tiny_
     with pytest.raises(ConfigError, match=r"already holds a finished run of a different configuration"):
         mode_train(other)
     assert (tmp_path / "cell" / "results.json").read_bytes() == before
+
+
+def _oom_above(limit: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make training steps on batches larger than ``limit`` (all, if None) run out of "GPU memory"."""
+    from autopeft.module import PeftLightningModule
+
+    original = PeftLightningModule.training_step
+
+    def step(self: PeftLightningModule, batch: dict, batch_idx: int) -> torch.Tensor:
+        if limit is None or batch["labels"].shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(PeftLightningModule, "training_step", step)
+
+
+def test_out_of_memory_is_retried_with_half_the_micro_batch(
+    tiny_cfg: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _oom_above(8, monkeypatch)
+    record = train_and_evaluate(tiny_cfg(), tmp_path)  # debug=smoke trains at batch 16
+    assert record["status"] == "ok"
+    assert record["oom_retry"] == {
+        "first_reason": "CUDA out of memory. Tried to allocate 2.00 GiB",
+        "micro_batch": 8,
+        "accumulate_grad_batches": 2,
+    }
+    assert (record["batch_size"], record["accumulate_grad_batches"]) == (8, 2)
+
+
+def test_out_of_memory_twice_is_recorded_as_oom(
+    tiny_cfg: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _oom_above(None, monkeypatch)
+    record = train_and_evaluate(tiny_cfg(), tmp_path)
+    assert record["status"] == "oom" and record["reason"].startswith("CUDA out of memory")
+    assert record["oom_retry"]["micro_batch"] == 8
+    no_retry = train_and_evaluate(tiny_cfg("trainer.oom_retry=false"), tmp_path / "no_retry")
+    assert no_retry["status"] == "oom" and "oom_retry" not in no_retry
