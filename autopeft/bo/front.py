@@ -125,7 +125,7 @@ def plot_search(
     ax.set_ylabel(f"{metric} (validation, low fidelity)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
 
     points = [(i + 1, hv) for i, hv in enumerate(hypervolumes) if hv is not None and not math.isnan(hv)]
     if points:
