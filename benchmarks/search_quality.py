@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -42,7 +43,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from autopeft.bo.loop import run_search  # noqa: E402
-from autopeft.bo.pareto import hypervolume, hypervolume_trace, is_success, objective_matrix  # noqa: E402
+from autopeft.bo.pareto import hypervolume, is_success, objective_matrix  # noqa: E402
 from autopeft.cli import quiet_libraries, register_resolvers  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
 from autopeft.space import Point  # noqa: E402
@@ -112,20 +113,52 @@ class TableObjective:
         return {k: row.get(k) for k in ("status", "score", "reason", "param_percent", "seconds")}
 
 
+class HypervolumeScale:
+    """Hypervolume of records on one scale of the parameter axis, as a fraction of the table's.
+
+    ``linear`` is what the search optimises (% params as is). ``log`` measures the front where
+    the paper plots it, on log10 % params (0% placed half a decade below the smallest positive
+    value), so that the low-parameter end of the front weighs as much as the high end.
+    """
+
+    def __init__(self, name: str, table: list[dict[str, Any]]) -> None:
+        self.name = name
+        ok = [r for r in table if is_success(r)]
+        positive = [r["param_percent"] for r in ok if r["param_percent"] > 0]
+        self.floor = min(positive) / math.sqrt(10) if positive else 1e-6
+        Y = self.objectives(ok)
+        # Just below the worst score and just above the largest % params in the table, so every
+        # tabulated configuration can add hypervolume; one reference for every method.
+        self.ref = torch.tensor([float(Y[:, 0].min()) - 0.01, float(Y[:, 1].min()) - 0.01], dtype=torch.float64)
+        self.best = hypervolume(Y, self.ref)
+
+    def objectives(self, records: list[dict[str, Any]]) -> torch.Tensor:
+        """``[score, -x]`` with x the % params on this scale."""
+        Y = objective_matrix(records)
+        if self.name == "log":
+            Y[:, 1] = -torch.log10(torch.clamp(-Y[:, 1], min=self.floor))
+        return Y
+
+    def trace(self, records: list[dict[str, Any]]) -> list[float]:
+        """Fraction of the table's hypervolume reached after each evaluation."""
+        out, ok = [], []
+        for record in records:
+            if is_success(record):
+                ok.append(record)
+            out.append(hypervolume(self.objectives(ok), self.ref) / self.best if ok else 0.0)
+        return out
+
+
 def replay(args: argparse.Namespace) -> None:
-    """Replay every searcher on the table for ``--seeds`` seeds; print and save the HV table and plot."""
+    """Replay every searcher on the table for ``--seeds`` seeds; print and save the HV tables and plot."""
     table = Path(args.table)
     meta = json.loads(table.with_suffix(".meta.json").read_text())
     rows = [json.loads(line) for line in table.read_text().splitlines()]
-    ok = [r for r in rows if is_success(r)]
-    Y = objective_matrix(ok)
-    # One fixed reference point for every method: just below the worst score and just above the
-    # largest % params in the table, so every tabulated configuration can add hypervolume.
-    ref = torch.tensor([float(Y[:, 0].min()) - 0.01, float(Y[:, 1].min()) - 0.01], dtype=torch.float64)
-    best_possible = hypervolume(Y, ref)
+    scales = [HypervolumeScale("linear", rows), HypervolumeScale("log", rows)]
+    ref = scales[0].ref  # the searches' own reference point (linear % params)
     out_dir = Path(args.out_dir)
-    traces: dict[str, list[list[float]]] = {m: [] for m in METHODS}
-    seconds: dict[str, list[float]] = {m: [] for m in METHODS}
+    traces: dict[str, dict[str, list[list[float]]]] = {s.name: {m: [] for m in args.methods} for s in scales}
+    seconds: dict[str, list[float]] = {m: [] for m in args.methods}
     for method in args.methods:
         for seed in range(args.seeds):
             overrides = [
@@ -145,33 +178,43 @@ def replay(args: argparse.Namespace) -> None:
                 overrides.append(f"search.nsga2.population_size={args.n_init}")
             cfg = compose_cfg(overrides)
             run_dir = out_dir / "runs" / f"{method}_seed{seed}"
-            started = time.perf_counter()
-            result = _run_on_table(cfg, run_dir, rows)
-            seconds[method].append(time.perf_counter() - started)
-            trace = [hv / best_possible for hv in hypervolume_trace(result["records"], ref)]
-            traces[method].append(trace)
+            result, elapsed = _run_on_table(cfg, run_dir, rows)
+            seconds[method].append(elapsed)
+            for scale in scales:
+                traces[scale.name][method].append(scale.trace(result["records"]))
             print(
-                f"{method:>6} seed {seed}: HV fraction after {len(trace)} evaluations {trace[-1]:.4f} "
-                f"({seconds[method][-1]:.0f}s)",
+                f"{method:>6} seed {seed}: HV fraction after {len(result['records'])} evaluations "
+                + ", ".join(f"{s.name} {traces[s.name][method][-1][-1]:.4f}" for s in scales)
+                + f" ({elapsed:.0f}s)",
                 flush=True,
             )
-    report = _report(traces, seconds, args, meta, best_possible, ref)
+    report = _report(traces, seconds, args, meta, scales)
     atomic_write_text(out_dir / "search_quality.md", report)
     _plot(traces, out_dir / "search_quality.png", meta, args)
-    atomic_write_json(out_dir / "search_quality.json", {"traces": traces, "seconds": seconds, "ref": ref.tolist()})
+    atomic_write_json(
+        out_dir / "search_quality.json",
+        {"traces": traces, "seconds": seconds, "ref": {s.name: s.ref.tolist() for s in scales}},
+    )
     print(report)
     print(f"plot: {out_dir / 'search_quality.png'}")
 
 
-def _run_on_table(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]]) -> dict:
+def _run_on_table(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]]) -> tuple[dict, float]:
+    """Run (or finish) one search on the table; returns it and the seconds all its sessions took."""
     from autopeft.backbones import shape_of
     from autopeft.space import SearchSpace
 
     space = SearchSpace.from_config(cfg.space, shape_of(cfg.backbone))
     objective = TableObjective(rows, space)
     candidates = [Point.from_dict(r["point"]) for r in rows]
+    timing = run_dir / "replay_seconds.json"
+    earlier = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
+    started = time.perf_counter()
     resume = (run_dir / "search.json").exists()
-    return run_search(cfg, run_dir, resume=resume, objective=objective, candidates=candidates)
+    result = run_search(cfg, run_dir, resume=resume, objective=objective, candidates=candidates)
+    elapsed = earlier + time.perf_counter() - started
+    atomic_write_json(timing, {"seconds": elapsed})
+    return result, elapsed
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -182,32 +225,41 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def _report(
-    traces: dict[str, list[list[float]]],
+    traces: dict[str, dict[str, list[list[float]]]],
     seconds: dict[str, list[float]],
     args: argparse.Namespace,
     meta: dict[str, Any],
-    best_possible: float,
-    ref: torch.Tensor,
+    scales: list[HypervolumeScale],
 ) -> str:
     names = {"bo": "AutoPEFT BO (SAAS-GP + qNEHVI)", "random": "random search", "nsga2": "NSGA-II (Optuna)"}
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     lines = [
-        f"Hypervolume as a fraction of the whole table's ({best_possible:.4g}), mean ± sd over {args.seeds} seeds; "
-        f"{meta['evaluations']} tabulated configurations of {meta['backbone']} on {meta['task']} "
-        f"(low fidelity); reference point {[round(float(v), 4) for v in ref]}; {args.n_init} initial random "
-        f"configurations for every method; BO proposes {args.batch_size} at a time with NUTS "
+        f"Hypervolume reached, as a fraction of the hypervolume of all {meta['evaluations']} tabulated "
+        f"configurations ({meta['backbone']} on {meta['task']}, low fidelity), mean ± sd over {args.seeds} seeds. "
+        f"{args.n_init} initial random configurations for every method (the same ones for BO and random search); "
+        f"BO proposes {args.batch_size} at a time (acquisition maximised over the unseen table entries) with NUTS "
         f"{args.warmup_steps}/{args.num_samples}/{args.thinning}.",
-        "",
-        "| searcher | " + " | ".join(f"HV @ {c}" for c in checkpoints) + " | seconds per run |",
-        "|:--|" + "--:|" * (len(checkpoints) + 1),
     ]
-    for method in args.methods:
-        cells = [_mean_sd([t[c - 1] for t in traces[method] if len(t) >= c]) for c in checkpoints]
-        lines.append(f"| {names[method]} | " + " | ".join(cells) + f" | {statistics.mean(seconds[method]):.0f} |")
+    for scale in scales:
+        axis = "% params" if scale.name == "linear" else "log10 % params"
+        lines += [
+            "",
+            f"**{axis}** (reference point {[round(float(v), 4) for v in scale.ref]})",
+            "",
+            "| searcher | " + " | ".join(f"HV @ {c}" for c in checkpoints) + " | seconds per run |",
+            "|:--|" + "--:|" * (len(checkpoints) + 1),
+        ]
+        for method in args.methods:
+            runs = traces[scale.name][method]
+            cells = [_mean_sd([t[c - 1] for t in runs if len(t) >= c]) for c in checkpoints]
+            lines.append(f"| {names[method]} | " + " | ".join(cells) + f" | {statistics.mean(seconds[method]):.0f} |")
     return "\n".join(lines) + "\n"
 
 
-def _plot(traces: dict[str, list[list[float]]], path: Path, meta: dict[str, Any], args: argparse.Namespace) -> None:
+def _plot(
+    traces: dict[str, dict[str, list[list[float]]]], path: Path, meta: dict[str, Any], args: argparse.Namespace
+) -> None:
+    """Mean ± sd hypervolume fraction against evaluations, one panel per parameter-axis scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,19 +267,27 @@ def _plot(traces: dict[str, list[list[float]]], path: Path, meta: dict[str, Any]
 
     colours = {"bo": "#d62728", "random": "#7f7f7f", "nsga2": "#1f77b4"}
     labels = {"bo": "AutoPEFT BO", "random": "random search", "nsga2": "NSGA-II"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method in args.methods:
-        runs = torch.tensor(traces[method], dtype=torch.float64)
-        mean, sd = runs.mean(0), runs.std(0) if runs.shape[0] > 1 else torch.zeros(runs.shape[1])
-        xs = range(1, runs.shape[1] + 1)
-        ax.plot(xs, mean, color=colours[method], label=labels[method])
-        ax.fill_between(xs, mean - sd, mean + sd, color=colours[method], alpha=0.15)
-    ax.axvline(args.n_init + 0.5, color="black", lw=0.8, ls=":", label="end of the random initial design")
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel("hypervolume (fraction of the table's)")
-    ax.set_title(f"Search quality on {meta['evaluations']} tabulated configurations ({meta['task']})")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    titles = {"linear": "% params axis (what BO optimises)", "log": "log10 % params axis (as the paper plots)"}
+    fig, axes = plt.subplots(1, len(traces), figsize=(6.0 * len(traces), 4.2), squeeze=False)
+    for ax, (scale, by_method) in zip(axes[0], traces.items(), strict=True):
+        for method in args.methods:
+            runs = torch.tensor(by_method[method], dtype=torch.float64)
+            mean = runs.mean(0)
+            sd = runs.std(0) if runs.shape[0] > 1 else torch.zeros_like(mean)
+            xs = range(1, runs.shape[1] + 1)
+            ax.plot(xs, mean, color=colours[method], label=labels[method])
+            ax.fill_between(xs, mean - sd, mean + sd, color=colours[method], alpha=0.15)
+        ax.axvline(args.n_init + 0.5, color="black", lw=0.8, ls=":", label="end of the random initial design")
+        ax.set_xlabel("evaluations")
+        ax.set_ylabel("hypervolume (fraction of the whole table's)")
+        ax.set_title(titles.get(scale, scale), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(
+        f"Search quality on {meta['evaluations']} tabulated configurations ({meta['backbone']}, {meta['task']}); "
+        f"mean ± sd over {args.seeds} seeds",
+        fontsize=11,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)

@@ -58,8 +58,11 @@ def test_search_quality_replays_every_searcher_on_a_table(tmp_path: Path) -> Non
     tiny = ["--n-init", "5", "--batch-size", "2", "--warmup-steps", "8", "--num-samples", "8", "--thinning", "2"]
     module.main(["replay", "--table", str(table), "--out-dir", str(out), "--seeds", "2", "--budget", "12", *tiny])
     traces = json.loads((out / "search_quality.json").read_text())["traces"]
-    assert set(traces) == {"bo", "random", "nsga2"}
-    for runs in traces.values():
-        assert len(runs) == 2 and all(len(t) == 12 and 0 <= t[-1] <= 1 + 1e-9 for t in runs)
+    assert set(traces) == {"linear", "log"}
+    for by_method in traces.values():
+        assert set(by_method) == {"bo", "random", "nsga2"}
+        for runs in by_method.values():
+            assert len(runs) == 2 and all(len(t) == 12 and 0 <= t[-1] <= 1 + 1e-9 for t in runs)
+            assert all(t == sorted(t) for t in runs)  # hypervolume never decreases
     assert "| AutoPEFT BO (SAAS-GP + qNEHVI) |" in (out / "search_quality.md").read_text()
     assert (out / "search_quality.png").read_bytes()[:4] == b"\x89PNG"
