@@ -34,7 +34,7 @@ def register_resolvers() -> None:
 
 def _run_tag(mode: str, task: str, peft: str, method: str) -> str:
     """The run directory's suffix: task plus what distinguishes the run (search method or peft preset)."""
-    what = {"search": method, "retrain": "retrain"}.get(mode, peft)
+    what = {"search": method, "retrain": "retrain", "report": "report"}.get(mode, peft)
     return f"{task}_{what}"
 
 
@@ -290,9 +290,33 @@ def mode_retrain(cfg: DictConfig) -> list[dict[str, Any]]:
     return rows
 
 
+def mode_report(cfg: DictConfig) -> dict[str, Any]:
+    """Build the paper-shaped table and plots from ``report.runs`` into this run's directory."""
+    from autopeft.errors import check_known_keys
+    from autopeft.report import build_report
+
+    check_known_keys(cfg.report, ("runs",), "report")
+    runs = cfg.report.runs
+    if isinstance(runs, str):
+        runs = [runs]
+    summary = build_report(list(runs), run_dir_of(cfg))
+    counts = summary["runs"]
+    print(
+        f"report of {counts['searches']} searches, {counts['retrains']} retrainings, "
+        f"{counts['trainings']} single trainings over tasks {', '.join(summary['tasks']) or '–'}"
+    )
+    table = summary["files"].get("table_md")
+    if table:
+        print(Path(table).read_text())
+    for name, path in summary["files"].items():
+        print(f"{name}: {path}")
+    return summary
+
+
 MODES: dict[str, Callable[[DictConfig], Any]] = {
     "search": mode_search,
     "retrain": mode_retrain,
+    "report": mode_report,
     "train": mode_train,
     "params": mode_params,
     "space": mode_space,

@@ -130,6 +130,10 @@ def choices_from_search(run_dir: Path, settings: Mapping[str, Any]) -> list[Choi
 def choices_from_file(path: Path) -> list[Choice]:
     """Named configurations from a JSON file: ``[{"name": ..., "peft": {PeftSpec fields}}, ...]``.
 
+    Fields an entry leaves out take the ``head_only`` preset's values, in particular
+    ``layers: all`` (a configuration that names no layers inserts into every layer, as a preset
+    does, rather than silently into none).
+
     Raises:
         ConfigError: If the file is missing, not JSON, or an entry lacks ``name`` or ``peft``.
 
@@ -147,7 +151,10 @@ def choices_from_file(path: Path) -> list[Choice]:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "name" not in entry or "peft" not in entry:
             raise ConfigError(f"entry {i} of {path} needs 'name' and 'peft' (a mapping of peft fields)")
-        out.append(Choice(name=str(entry["name"]), peft=dict(entry["peft"]), source=str(path)))
+        if not isinstance(entry["peft"], dict):
+            raise ConfigError(f"entry {i} of {path}: 'peft' must be a mapping of peft fields, not {entry['peft']!r}")
+        peft = {"layers": "all", "name": str(entry["name"]), **entry["peft"]}
+        out.append(Choice(name=str(entry["name"]), peft=peft, source=str(path)))
     return out
 
 

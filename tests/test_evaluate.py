@@ -76,13 +76,18 @@ def test_named_configurations_from_a_file(
     tiny_cfg: Callable[..., DictConfig], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     path = tmp_path / "configs.json"
-    path.write_text(json.dumps([{"name": "sa8-top", "peft": {"sa_size": 8, "layers": [1]}}]))
+    path.write_text(
+        json.dumps(
+            [{"name": "sa8-top", "peft": {"sa_size": 8, "layers": [1]}}, {"name": "sa8", "peft": {"sa_size": 8}}]
+        )
+    )
     cfg = tiny_cfg(f"retrain.configs={path}", "retrain.seeds=[0,1]")
     with open_dict(cfg):
         cfg.run_dir = str(tmp_path / "run")
     rows = mode_retrain(cfg)
     assert rows[0]["configuration"] == "sa8-top" and rows[0]["seeds"] == 2
     assert rows[0]["description"] == "SA 8 on layer 1"
+    assert rows[1]["description"] == "SA 8 on layers 0–1"  # no layers given: every layer, as presets do
     out = capsys.readouterr().out
     assert "| sa8-top |" in out and "mean ± sd over seeds" in out
     assert (tmp_path / "run" / "retrain.md").exists()
