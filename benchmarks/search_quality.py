@@ -188,7 +188,8 @@ def replay(args: argparse.Namespace) -> None:
                 + f" ({elapsed:.0f}s)",
                 flush=True,
             )
-    report = _report(traces, seconds, args, meta, scales)
+    shared = _shared_initial_design(out_dir, args)
+    report = _report(traces, seconds, args, meta, scales, shared)
     atomic_write_text(out_dir / "search_quality.md", report)
     _plot(traces, out_dir / "search_quality.png", meta, args)
     atomic_write_json(
@@ -197,6 +198,20 @@ def replay(args: argparse.Namespace) -> None:
     )
     print(report)
     print(f"plot: {out_dir / 'search_quality.png'}")
+
+
+def _shared_initial_design(out_dir: Path, args: argparse.Namespace) -> bool | None:
+    """Whether BO and random search started from the same configurations in every seed (None: not both ran)."""
+    if not {"bo", "random"} <= set(args.methods):
+        return None
+    for seed in range(args.seeds):
+        designs = []
+        for method in ("bo", "random"):
+            lines = (out_dir / "runs" / f"{method}_seed{seed}" / "results.jsonl").read_text().splitlines()
+            designs.append([json.loads(line)["point"] for line in lines[: args.n_init]])
+        if designs[0] != designs[1]:
+            return False
+    return True
 
 
 def _run_on_table(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]]) -> tuple[dict, float]:
@@ -230,13 +245,17 @@ def _report(
     args: argparse.Namespace,
     meta: dict[str, Any],
     scales: list[HypervolumeScale],
+    shared: bool | None,
 ) -> str:
     names = {"bo": "AutoPEFT BO (SAAS-GP + qNEHVI)", "random": "random search", "nsga2": "NSGA-II (Optuna)"}
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
+    design = {True: " (the same ones for BO and random search)", False: " (drawn independently per method)"}.get(
+        shared, ""
+    )
     lines = [
         f"Hypervolume reached, as a fraction of the hypervolume of all {meta['evaluations']} tabulated "
         f"configurations ({meta['backbone']} on {meta['task']}, low fidelity), mean ± sd over {args.seeds} seeds. "
-        f"{args.n_init} initial random configurations for every method (the same ones for BO and random search); "
+        f"{args.n_init} initial random configurations for every method{design}; "
         f"BO proposes {args.batch_size} at a time (acquisition maximised over the unseen table entries) with NUTS "
         f"{args.warmup_steps}/{args.num_samples}/{args.thinning}.",
     ]

@@ -86,6 +86,18 @@ def step_rng(seed: int, step: int, salt: str) -> random.Random:
 INIT_SALT = "init"
 
 
+def initial_design(
+    space: SearchSpace, seed: int, n_init: int, candidates: Sequence[Point] | None = None
+) -> list[Point]:
+    """The ``n_init`` distinct random configurations a search starts from.
+
+    Drawn in one go from the seed alone, so the design does not depend on how it is proposed
+    (``search.batch_size``) or by which searcher: BO and random search with the same seed and
+    ``n_init`` evaluate exactly the same initial configurations.
+    """
+    return random_unseen(space, set(), step_rng(seed, 0, INIT_SALT), n_init, candidates)
+
+
 def random_unseen(
     space: SearchSpace,
     seen: set[Point],
@@ -124,12 +136,12 @@ class RandomSearcher:
     def propose(self, history: History, n: int) -> list[Proposal]:
         """``n`` random unseen configurations."""
         step = len(history.proposals)
-        if step < self.n_init:
-            n = min(n, self.n_init - step)  # batches never straddle the initial design, as in BO
-        phase = "init" if step < self.n_init else "random"
-        rng = step_rng(self.seed, step, INIT_SALT if phase == "init" else self.name)
+        if step < self.n_init:  # batches never straddle the initial design, as in BO
+            design = initial_design(self.space, self.seed, self.n_init, self.candidates)
+            return [Proposal(p, {"phase": "init"}) for p in design[step : step + n]]
+        rng = step_rng(self.seed, step, self.name)
         seen = history.seen(self.space)
-        return [Proposal(p, {"phase": phase}) for p in random_unseen(self.space, seen, rng, n, self.candidates)]
+        return [Proposal(p, {"phase": "random"}) for p in random_unseen(self.space, seen, rng, n, self.candidates)]
 
 
 @dataclass
@@ -166,9 +178,8 @@ class BayesianSearcher:
         step = len(history.proposals)
         seen = history.seen(self.space)
         if step < self.n_init:
-            count = min(n, self.n_init - step)
-            points = random_unseen(self.space, seen, step_rng(self.seed, step, INIT_SALT), count, self.candidates)
-            return [Proposal(p, {"phase": "init"}) for p in points]
+            design = initial_design(self.space, self.seed, self.n_init, self.candidates)
+            return [Proposal(p, {"phase": "init"}) for p in design[step : step + n]]
         ok = [r for r in history.records if is_success(r)]
         if len({r["score"] for r in ok}) < 2:
             # Nothing to model: every evaluation failed, or all scored the same (e.g. every
