@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.bo.front import front_records
+from autopeft.bo.pareto import hypervolume_trace, parse_ref_point, search_reference
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
 from autopeft.evaluate import RETRAIN_RECORD_KEYS
@@ -238,12 +239,11 @@ def plot_hypervolume(runs: Runs, path: Path) -> Path:
 
     groups: dict[str, list[list[float]]] = defaultdict(list)
     for run in runs.searches:
-        label, _ = _search_label(run)
-        summary_path = run / "summary.json"
-        if not summary_path.is_file():
-            continue  # an unfinished search has no final reference point, hence no trace yet
-        trace = json.loads(summary_path.read_text()).get("hypervolume_trace") or []
-        trace = [math.nan if v is None else v for v in trace]
+        label, config = _search_label(run)
+        records = ResultsStore(run / "results.jsonl").load()
+        acquisition = config["search"].get("acquisition") or {}
+        ref = search_reference(records, parse_ref_point(acquisition.get("ref_point")), config["search"]["n_init"])
+        trace = [math.nan if v is None else v for v in hypervolume_trace(records, ref)]
         if trace:
             groups[label].append(trace)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -257,7 +257,7 @@ def plot_hypervolume(runs: Runs, path: Path) -> Path:
             sd = runs_t.std(0)
             ax.fill_between(xs, mean - sd, mean + sd, alpha=0.15, color=line.get_color())
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("dominated hypervolume (each search's own reference point)")
+X
     ax.set_title("Hypervolume over the search (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     if groups:
