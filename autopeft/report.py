@@ -257,7 +257,7 @@ def plot_hypervolume(runs: Runs, path: Path) -> Path:
             sd = runs_t.std(0)
             ax.fill_between(xs, mean - sd, mean + sd, alpha=0.15, color=line.get_color())
     ax.set_xlabel("evaluations")
-X
+    ax.set_ylabel("hypervolume (search's reference point)")
     ax.set_title("Hypervolume over the search (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     if groups:
