@@ -32,6 +32,7 @@ from autopeft.bo.pareto import hypervolume_trace, parse_ref_point, search_refere
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
 from autopeft.evaluate import RETRAIN_RECORD_KEYS
+from autopeft.io import save_figure
 
 
 @dataclass
@@ -226,7 +227,7 @@ def plot_fronts(runs: Runs, path: Path) -> Path:
         ax.grid(alpha=0.3)
         if fronts[task]:
             ax.legend(fontsize=7, loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_hypervolume(runs: Runs, path: Path) -> Path:
@@ -262,19 +263,7 @@ def plot_hypervolume(runs: Runs, path: Path) -> Path:
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------- entry point

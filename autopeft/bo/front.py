@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.bo.pareto import is_success, objective_matrix, pareto_mask
-from autopeft.io import atomic_write_json, atomic_write_text
+from autopeft.io import atomic_write_json, atomic_write_text, save_figure
 
 FRONT_COLUMNS = ("rank", "score", "param_percent", "paper_params", "trainable_params", "configuration", "index")
 
@@ -134,13 +134,7 @@ def plot_search(
     ax_hv.set_ylabel("dominated hypervolume (score × % params)")
     ax_hv.set_title("hypervolume over the search")
     ax_hv.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_search_report(
