@@ -34,8 +34,8 @@ def command(tmp_path: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def results(run_dir: Path) -> list[tuple]:
@@ -100,9 +100,10 @@ def test_resume_of_a_missing_directory_is_one_clear_line(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_default_demo_search_runs(tmp_path: Path) -> None:
-    """The README's main job, exactly as a user runs it (about 5 minutes on 2 CPU cores)."""
-    result = run([sys.executable, "run.py", f"output_root={tmp_path / 'out'}"])
+    """The README's main job, exactly as a user runs it (about 5½ minutes on 2 idle CPU cores)."""
+    result = run([sys.executable, "run.py", f"output_root={tmp_path / 'out'}"], timeout=1700)
     assert result.returncode == 0, result.stderr[-3000:]
     (summary,) = (tmp_path / "out" / "search").rglob("summary.json")
     assert json.loads(summary.read_text())["state"]["evaluations"] == 14
@@ -150,3 +151,31 @@ def test_resume_is_refused_outside_search_mode(
         dispatch(compose_cfg("mode=train", "resume=/tmp"))
     assert exit_info.value.code == 2
     assert "resume= continues a search; it does not apply to mode='train'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("experiment", "cells"), [("bo_vs_random", 2), ("ablation", 6)])
+def test_sweep_experiments_run_offline_with_debug_smoke(tmp_path: Path, experiment: str, cells: int) -> None:
+    sweep = tmp_path / "sweep"
+    result = run(
+        [
+            sys.executable,
+            "run.py",
+            "-m",
+            f"experiment={experiment}",
+            "backbone=tiny_bert",
+            "task=snli_binary",
+            "debug=smoke",
+            "search.surrogate.kind=gp",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sweep.rglob("summary.json")]
+    assert len(summaries) == cells and all(s["state"]["evaluations"] == 5 for s in summaries)
+    if experiment == "ablation":
+        assert sorted(s["space"]["name"] for s in summaries) == sorted(
+            ["sa", "sa_layer", "sa_pa", "sa_pa_layer", "sa_pa_pt", "sa_pa_pt_layer"]
+        )
+    else:
+        assert sorted(s["method"] for s in summaries) == ["bo", "random"]
