@@ -165,7 +165,6 @@ def test_sweep_experiments_run_offline_with_debug_smoke(tmp_path: Path, experime
             "backbone=tiny_bert",
             "task=snli_binary",
             "debug=smoke",
-            "search.surrogate.kind=gp",
             f"data.cache_dir={tmp_path / 'cache'}",
             f"hydra.sweep.dir={sweep}",
         ]
