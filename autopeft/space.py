@@ -124,11 +124,7 @@ class Point:
             raise ConfigError(f"a point needs both 'mask' and 'sizes'; got keys {allowed_list(data)}")
         sizes = dict(data["sizes"])
         for module in sizes:
-            if module not in MODULES:
-                raise ConfigError(
-                    f"point.sizes has unknown module {module!r}{did_you_mean(module, MODULES)}; "
-                    f"allowed: {allowed_list(MODULES)}"
-                )
+            _check_module_name(module, "point.sizes")
         ordered = tuple((m, int(sizes[m])) for m in MODULES if m in sizes)
         return cls(mask=tuple(bool(b) for b in data["mask"]), sizes=ordered)
 
@@ -545,16 +541,21 @@ class SearchSpace:
             raise ConfigError(f"space.fixed of space {self.name!r}: {err}") from err
 
 
+def _check_module_name(module: Any, where: str) -> None:
+    """Fail on a name that is not one of :data:`MODULES`, naming ``where`` it came from."""
+    if module not in MODULES:
+        raise ConfigError(
+            f"{where} has unknown module {module!r}{did_you_mean(str(module), MODULES)}; "
+            f"allowed: {allowed_list(MODULES)}"
+        )
+
+
 def _check_modules(modules: Sequence[Any]) -> None:
     """Fail on an unknown or repeated module name, or an empty list."""
     if not modules:
         raise ConfigError(f"space.modules is empty; list at least one of {allowed_list(MODULES)}")
     for module in modules:
-        if module not in MODULES:
-            raise ConfigError(
-                f"space.modules has unknown module {module!r}{did_you_mean(str(module), MODULES)}; "
-                f"allowed: {allowed_list(MODULES)}"
-            )
+        _check_module_name(module, "space.modules")
     if len(set(modules)) != len(modules):
         raise ConfigError(f"space.modules={list(modules)} lists a module twice")
 

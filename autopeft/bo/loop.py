@@ -101,11 +101,11 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the run, {new!r} now"]
 
 
-def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace, resume: bool) -> SearchFiles:
+def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace) -> SearchFiles:
     """Create or reopen the run directory, refusing a resume of a different search.
 
     Raises:
-        ConfigError: ``resume`` names a directory without a search, or one whose task, backbone,
+        ConfigError: ``run_dir`` holds a search whose task, backbone,
             space, fidelity, data, trainer, method, n_init or seed differ from ``cfg``.
 
     """
@@ -124,8 +124,6 @@ def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace, resume: bool) -
                 + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
             )
         return files
-    if resume:
-        raise ConfigError(f"resume={str(run_dir)!r} has no search.json: not a search run directory")
     files.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         files.manifest,
@@ -224,13 +222,12 @@ def run_search(
     if resume and not (Path(run_dir) / "search.json").is_file():
         raise ConfigError(f"resume={str(run_dir)!r} has no search.json: not a search run directory")
     with RunDirectoryLock(Path(run_dir), "search"):
-        return _run_locked(cfg, run_dir, resume, settings, backbone, space, objective, on_record, candidates)
+        return _run_locked(cfg, run_dir, settings, backbone, space, objective, on_record, candidates)
 
 
 def _run_locked(
     cfg: DictConfig,
     run_dir: Path,
-    resume: bool,
     settings: SearchSettings,
     backbone: Any,
     space: SearchSpace,
@@ -238,7 +235,7 @@ def _run_locked(
     on_record: Callable[[dict[str, Any], dict[str, Any]], None] | None,
     candidates: list[Point] | None,
 ) -> dict[str, Any]:
-    files = open_run(cfg, run_dir, space, resume)
+    files = open_run(cfg, run_dir, space)
     store, proposals_log = files.results, files.proposals
     records, proposals = store.load(), proposals_log.load()
     _check_consistent(records, proposals, space, files)
