@@ -32,8 +32,13 @@ def register_resolvers() -> None:
     )
 
 
-def _run_tag(mode: str, task: str, peft: str, method: str) -> str:
-    """The run directory's suffix: task plus what distinguishes the run (search method or peft preset)."""
+def _run_tag(mode: str, task: str, peft: str, method: str, experiment: str | None = None) -> str:
+    """The run directory's suffix: task plus what distinguishes the run (search method or peft preset).
+
+    A pipeline runs many tasks, so it is named by its experiment instead.
+    """
+    if mode == "pipeline":
+        return str(experiment or "pipeline")
     what = {"search": method, "retrain": "retrain", "report": "report"}.get(mode, peft)
     return f"{task}_{what}"
 
@@ -98,12 +103,24 @@ def mode_space(cfg: DictConfig) -> dict[str, Any]:
     return info
 
 
-def mode_train(cfg: DictConfig) -> dict[str, Any]:
-    """Train and evaluate one configuration; write ``results.json`` into the run directory."""
+def mode_train(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; write ``results.json`` into the run directory.
+
+    Raises:
+        SystemExit: If the training diverged or ran out of memory (after writing its record).
+
+    """
+    record = train_cell(cfg, run_dir_of(cfg) if run_dir is None else run_dir)
+    if record["status"] != "ok":
+        raise SystemExit(f"error: training {record['status']}: {record.get('reason', '')}")
+    return record
+
+
+def train_cell(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train one configuration into ``run_dir`` unless it already finished there; return its record."""
     from autopeft.io import atomic_write_json
     from autopeft.train import train_and_evaluate
 
-    run_dir = run_dir_of(cfg)
     finished = _finished_train_record(cfg, run_dir)
     if finished is not None:
         print(f"already finished, skipped: {run_dir / 'results.json'} (score {finished.get('score')})")
@@ -113,8 +130,6 @@ def mode_train(cfg: DictConfig) -> dict[str, Any]:
     record["config"] = OmegaConf.to_container(cfg, resolve=True)
     atomic_write_json(run_dir / "results.json", record)
     print(_train_summary(record))
-    if record["status"] != "ok":
-        raise SystemExit(f"error: training {record['status']}: {record.get('reason', '')}")
     return record
 
 
@@ -183,8 +198,14 @@ def _command_line_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def mode_search(cfg: DictConfig) -> dict[str, Any]:
-    """Run or resume a search; write the front table, plot and summary into the run directory."""
+def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
+    """Run or resume a search; write the front table, plot and summary into the run directory.
+
+    Args:
+        cfg: The composed config.
+        run_dir: Where to search (default: this run's directory); an existing search there continues.
+
+    """
     from autopeft.bo.front import front_rows, write_search_report
     from autopeft.bo.loop import resumed_config, run_search
     from autopeft.bo.pareto import hypervolume_trace
@@ -197,7 +218,7 @@ def mode_search(cfg: DictConfig) -> dict[str, Any]:
         if not run_dir.is_dir():
             raise ConfigError(f"resume={str(resume)!r} does not exist; give the run directory of a search to resume")
         cfg = resumed_config(cfg, run_dir, _command_line_overrides())
-    else:
+    elif run_dir is None:
         run_dir = run_dir_of(cfg)
     task = task_from_config(cfg.task)
     wandb_logger: SearchWandb | None = None
@@ -252,14 +273,14 @@ def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
     return "\n".join(lines)
 
 
-def mode_retrain(cfg: DictConfig) -> list[dict[str, Any]]:
+def mode_retrain(cfg: DictConfig, run_dir: Path | None = None) -> list[dict[str, Any]]:
     """Retrain chosen configurations over seeds; write and print the mean ± sd table."""
     from autopeft.evaluate import retrain, summarise
     from autopeft.io import atomic_write_json, atomic_write_text
     from autopeft.tasks import task_from_config
 
     task = task_from_config(cfg.task)
-    run_dir = run_dir_of(cfg)
+    run_dir = run_dir_of(cfg) if run_dir is None else Path(run_dir)
     if cfg.fidelity.name != "full":
         logging.getLogger("autopeft.retrain").warning(
             "retraining at fidelity=%s (%d epochs); the paper retrains at fidelity=full",
@@ -290,27 +311,66 @@ def mode_retrain(cfg: DictConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def mode_report(cfg: DictConfig) -> dict[str, Any]:
+def mode_report(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Build the paper-shaped table and plots from ``report.runs`` into this run's directory."""
     from autopeft.errors import check_known_keys
     from autopeft.report import build_report
+
+    from autopeft.wandb_report import log_report
 
     check_known_keys(cfg.report, ("runs",), "report")
     runs = cfg.report.runs
     if isinstance(runs, str):
         runs = [runs]
-    summary = build_report(list(runs), run_dir_of(cfg))
+    out_dir = run_dir_of(cfg) if run_dir is None else Path(run_dir)
+    summary = build_report(list(runs), out_dir)
+    summary["wandb_run"] = log_report(cfg, out_dir, summary["files"])
     counts = summary["runs"]
     print(
         f"report of {counts['searches']} searches, {counts['retrains']} retrainings, "
         f"{counts['trainings']} single trainings over tasks {', '.join(summary['tasks']) or '–'}"
     )
-    table = summary["files"].get("table_md")
-    if table:
-        print(Path(table).read_text())
+    for key in ("table_md", "transfer_md"):
+        if summary["files"].get(key):
+            print(Path(summary["files"][key]).read_text())
+    if summary["proposals"]:
+        print("Configurations proposed, by proposer (successful evaluations; medians):")
+        for row in summary["proposals"]:
+            who = "initial design" if row["proposer"] == "init" else row["proposer"]
+            print(
+                f"  {row['panel']}: {who:<14} n={row['evaluations']:<4} "
+                f"% params {row['median_param_percent']:.4g}  score {row['median_score']:.4f}"
+            )
     for name, path in summary["files"].items():
         print(f"{name}: {path}")
     return summary
+
+
+def mode_pipeline(cfg: DictConfig, resume_dir: Path | None = None) -> dict[str, Any]:
+    """Run one experiment end to end (see :mod:`autopeft.pipeline`); ``resume=<dir>`` continues one."""
+    from autopeft.pipeline import hydra_composer, run_pipeline, saved_overrides
+
+    overrides = _command_line_overrides()
+    compose = hydra_composer(Path(__file__).resolve().parents[1] / "conf")
+    if resume_dir is not None:
+        saved = saved_overrides(resume_dir) or []
+        extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
+        overrides = [*saved, *extra]
+        cfg = compose(overrides)
+        run_dir = resume_dir
+    else:
+        run_dir = run_dir_of(cfg)
+    runners = {"search": mode_search, "retrain": mode_retrain, "train": train_cell, "report": mode_report}
+    return run_pipeline(cfg, run_dir, overrides, runners, compose, group=_experiment_name())
+
+
+def _experiment_name() -> str:
+    """The chosen ``experiment`` config (the W&B group of a pipeline's runs)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("experiment") or "pipeline")
+    return "pipeline"
 
 
 MODES: dict[str, Callable[[DictConfig], Any]] = {
@@ -318,6 +378,7 @@ MODES: dict[str, Callable[[DictConfig], Any]] = {
     "retrain": mode_retrain,
     "report": mode_report,
     "train": mode_train,
+    "pipeline": mode_pipeline,
     "params": mode_params,
     "space": mode_space,
 }
@@ -330,8 +391,11 @@ def dispatch(cfg: DictConfig) -> Any:
         mode = cfg.mode
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not a mode{did_you_mean(mode, MODES)}; allowed: {allowed_list(MODES)}")
-        if cfg.get("resume") and mode != "search":
-            raise ConfigError(f"resume= continues a search; it does not apply to mode={mode!r}")
+        resume = cfg.get("resume")
+        if resume and (Path(str(resume)) / "pipeline.json").is_file():
+            return mode_pipeline(cfg, resume_dir=Path(str(resume)))
+        if resume and mode != "search":
+            raise ConfigError(f"resume= continues a search or a pipeline; it does not apply to mode={mode!r}")
         return MODES[mode](cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

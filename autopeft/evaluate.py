@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from autopeft.space import Point
 SELECTIONS = ("front", "budget", "indices")
 
 #: Keys of the ``retrain`` node.
-RETRAIN_KEYS = ("from", "select", "budget_percent", "indices", "configs", "seeds")
+RETRAIN_KEYS = ("from", "select", "budget_percent", "indices", "configs", "seeds", "label")
 
 #: Keys of one record of ``retrain.jsonl``.
 RETRAIN_RECORD_KEYS = ("choice", "seed", "status")
@@ -46,6 +47,8 @@ class Choice:
         peft: The ``peft`` node (a :class:`~autopeft.peft.PeftSpec` dict).
         source: Where it came from, e.g. ``"<run dir> result 42"``.
         search_score: Its low-fidelity score in the search, when it came from one.
+        search_task: The task it was searched on (reports draw the transfer matrix from it).
+        search_method: The method that searched (``bo``, ``random``, ``nsga2``).
 
     """
 
@@ -53,6 +56,8 @@ class Choice:
     peft: dict[str, Any]
     source: str
     search_score: float | None = None
+    search_task: str | None = None
+    search_method: str | None = None
 
 
 def retrain_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,7 +78,23 @@ def retrain_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"retrain.budget_percent={budget!r} must be a positive % of backbone parameters")
     if values["select"] == "indices" and not values.get("indices"):
         raise ConfigError("retrain.select=indices needs retrain.indices=[...] (result indices of the search)")
+    label = values.get("label")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise ConfigError(f"retrain.label={label!r} must be a non-empty string (or null)")
     return values
+
+
+def labelled(choices: Sequence[Choice], label: str | None) -> list[Choice]:
+    """Prefix the choices' names with ``label`` (a single choice takes the label as its name).
+
+    Tables name rows by configuration, so a pipeline labels a search's choices by the task it was
+    searched on (``AutoPEFT^RTE``), keeping choices of different searches apart.
+    """
+    if not label:
+        return list(choices)
+    if len(choices) == 1:
+        return [replace(choices[0], name=label)]
+    return [replace(choice, name=f"{label} {choice.name}") for choice in choices]
 
 
 def choices_from_search(run_dir: Path, settings: Mapping[str, Any]) -> list[Choice]:
@@ -122,31 +143,48 @@ def choices_from_search(run_dir: Path, settings: Mapping[str, Any]) -> list[Choi
             peft=space.to_peft(Point.from_dict(r["point"]), name=name).to_dict(),
             source=f"{run_dir} result {r['index']}",
             search_score=r.get("score"),
+            search_task=str(config["task"]["name"]),
+            search_method=str(config["search"]["method"]),
         )
         for name, r in picked
     ]
 
 
 def choices_from_file(path: Path) -> list[Choice]:
-    """Named configurations from a JSON file: ``[{"name": ..., "peft": {PeftSpec fields}}, ...]``.
+    """Named configurations from a file, to retrain or transfer.
 
-    Fields an entry leaves out take the ``head_only`` preset's values, in particular
-    ``layers: all`` (a configuration that names no layers inserts into every layer, as a preset
-    does, rather than silently into none).
+    Two kinds of file are read:
+
+    - a JSON list ``[{"name": ..., "peft": {PeftSpec fields}}, ...]``; fields an entry leaves out
+      take the ``head_only`` preset's values, in particular ``layers: all`` (a configuration that
+      names no layers inserts into every layer, as a preset does, rather than silently into none);
+    - an export of a trained configuration (``<run dir>/export/autopeft.json``, or the run
+      directory or export folder holding it): its configuration, under its own name.
 
     Raises:
         ConfigError: If the file is missing, not JSON, or an entry lacks ``name`` or ``peft``.
 
     """
+    from autopeft.export import EXPORT_FORMAT, read_manifest
+
     path = Path(path)
+    if path.is_dir():
+        manifest, file = read_manifest(path)
+        return [Choice(name=str(manifest["peft"].get("name") or "exported"), peft=manifest["peft"], source=str(file))]
     if not path.is_file():
         raise ConfigError(f"retrain.configs={str(path)!r} does not exist")
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"retrain.configs={str(path)!r} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if isinstance(entries, dict) and entries.get("format") == EXPORT_FORMAT:
+        manifest, file = read_manifest(path)
+        return [Choice(name=str(manifest["peft"].get("name") or "exported"), peft=manifest["peft"], source=str(file))]
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"retrain.configs={str(path)!r} must hold a non-empty JSON list of configurations")
+        raise ConfigError(
+            f"retrain.configs={str(path)!r} must hold a non-empty JSON list of configurations "
+            "or be an export (autopeft.json)"
+        )
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "name" not in entry or "peft" not in entry:
@@ -176,6 +214,7 @@ def retrain(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
         if settings.get("from")
         else choices_from_file(Path(settings["configs"]))
     )
+    choices = labelled(choices, settings.get("label"))
     shape = shape_of(cfg.backbone)
     for choice in choices:  # every configuration must fit this backbone before anything trains
         peft_from_config(choice.peft, shape)
@@ -188,14 +227,28 @@ def retrain(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
                 records.append(done[(choice.name, seed)])
                 continue
             run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            cell = f"{_slug(choice.name)}_seed{seed}"
             with open_dict(run_cfg):
                 run_cfg.peft = choice.peft
                 run_cfg.seed = seed
-            record = train_and_evaluate(run_cfg, Path(run_dir) / "runs" / f"{choice.name}_seed{seed}")
-            record.update(choice=choice.name, source=choice.source, search_score=choice.search_score)
+                if run_cfg.logger.get("wandb") is not None:  # one W&B run per (configuration, seed)
+                    run_cfg.logger.wandb.name = f"{run_cfg.logger.wandb.get('name') or Path(run_dir).name}/{cell}"
+            record = train_and_evaluate(run_cfg, Path(run_dir) / "runs" / cell)
+            record.update(
+                choice=choice.name,
+                source=choice.source,
+                search_score=choice.search_score,
+                search_task=choice.search_task,
+                search_method=choice.search_method,
+            )
             store.append(record)
             records.append(record)
     return records
+
+
+def _slug(name: str) -> str:
+    """A directory-safe form of a configuration's name (``best<=1.5%`` -> ``best_1.5pct``)."""
+    return re.sub(r"[^\w.+-]+", "_", name.replace("%", "pct").replace("^", "-")).strip("_") or "choice"
 
 
 def summarise(records: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:

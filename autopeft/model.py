@@ -7,6 +7,7 @@ from torch import nn
 
 from autopeft.backbones import Backbone
 from autopeft.peft import PeftSpec, freeze, inject_peft
+from autopeft.peft.gates import TokenMask
 
 TASK_TYPES = ("classification", "regression", "multiple_choice")
 
@@ -72,7 +73,9 @@ class AutoPeftModel(nn.Module):
         self.encoder = encoder
         self.spec = spec
         self.task_type = task_type
-        self.prefix_encoder = inject_peft(encoder, spec)
+        # UniPELT gates average over the real tokens of the batch in progress (set in encode).
+        self._tokens = TokenMask()
+        self.prefix_encoder = inject_peft(encoder, spec, self._tokens)
         out_dim = num_labels if task_type == "classification" else 1
         self.head = TaskHead(encoder.config.hidden_size, out_dim, backbone.pooling, head_dropout, pooler)
         # RoBERTa has a single token type: BERT-style segment ids would index out of range.
@@ -87,11 +90,12 @@ class AutoPeftModel(nn.Module):
         if self.prefix_encoder is not None:
             self.prefix_encoder.begin_forward()
         try:
-            out = self.encoder(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids if self._use_token_types else None,
-            )
+            with self._tokens.active(attention_mask):
+                out = self.encoder(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids if self._use_token_types else None,
+                )
         finally:
             if self.prefix_encoder is not None:
                 self.prefix_encoder.end_forward()

@@ -13,6 +13,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from autopeft.metrics import compute_metrics
 from autopeft.model import AutoPeftModel
+from autopeft.peft.adamix import symmetric_kl
 from autopeft.tasks import TaskSpec
 
 
@@ -67,12 +68,33 @@ class PeftLightningModule(pl.LightningModule):
             return F.mse_loss(outputs.float(), labels.float())
         return F.cross_entropy(outputs.float(), labels)
 
+    @property
+    def consistency_weight(self) -> float:
+        """Weight of AdaMix's consistency loss (0 unless the PEFT spec asks for it)."""
+        spec = getattr(self.model, "spec", None)
+        return float(getattr(spec, "adamix_consistency", 0.0) or 0.0)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """One optimisation step's loss; raises :class:`DivergedError` on a non-finite loss."""
-        loss = self._loss(self(batch), batch["labels"])
+        """One optimisation step's loss; raises :class:`DivergedError` on a non-finite loss.
+
+        With AdaMix's consistency loss on (``peft.adamix_consistency`` > 0) the batch goes through
+        the model twice, each pass with its own expert routing and dropout; the loss is the task
+        loss of the first pass plus the weighted symmetric KL between the two passes' outputs
+        (:func:`~autopeft.peft.adamix.symmetric_kl`), as in the AdaMix authors'
+        ``RobertaForSequenceClassification.forward``. Regression outputs are single values, on
+        which that KL is 0, so they take one pass.
+        """
+        outputs = self(batch)
+        loss = self._loss(outputs, batch["labels"])
+        size = batch["labels"].shape[0]
+        weight = self.consistency_weight
+        if weight and self.task.type != "regression":
+            consistency = symmetric_kl(outputs, self(batch))
+            loss = loss + weight * consistency
+            self.log("train/consistency", consistency, on_step=True, on_epoch=False, batch_size=size)
         if not torch.isfinite(loss):
             raise DivergedError(f"training loss became {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch["labels"].shape[0])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=size)
         return loss
 
     def _collect(self, batch: dict[str, torch.Tensor]) -> None:

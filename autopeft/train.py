@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from autopeft.adaptable import run_adaptable, switch_report, wants_layer_selection
 from autopeft.backbones import Backbone, load_backbone
 from autopeft.data import TaskDataModule
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
@@ -47,11 +48,12 @@ TRAINER_KEYS = (
     "log_every_n_steps",
     "accumulate_grad_batches",
     "oom_retry",
+    "save_weights",
 )
 FIDELITY_KEYS = ("name", "epochs", "early_stopping_patience")
 DATA_KEYS = ("max_length", "max_train_samples", "max_eval_samples", "data_seed", "cache_dir", "num_workers")
 LOGGER_KEYS = ("csv", "wandb")
-WANDB_KEYS = ("project", "entity", "mode", "tags", "group")
+WANDB_KEYS = ("project", "entity", "mode", "tags", "group", "name")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -86,6 +88,9 @@ def validate_run_config(cfg: DictConfig) -> None:
     _positive_int(cfg.trainer.accumulate_grad_batches, "trainer.accumulate_grad_batches")
     if not isinstance(cfg.trainer.oom_retry, bool):
         raise ConfigError(f"trainer.oom_retry={cfg.trainer.oom_retry!r} must be true or false")
+    from autopeft.export import check_save_weights
+
+    check_save_weights(cfg.trainer.get("save_weights", "peft"))
     _positive_int(cfg.fidelity.epochs, "fidelity.epochs")
     _positive_int(cfg.fidelity.early_stopping_patience, "fidelity.early_stopping_patience", allow_none=True)
     _positive_int(cfg.data.max_length, "data.max_length")
@@ -155,7 +160,8 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
                 # Lightning signals offline through $WANDB_MODE, which wandb reads only when it is
                 # first set up in a process; passing the mode makes it hold in any process.
                 mode=wandb_cfg.mode,
-                name=run_dir.name,
+                name=wandb_cfg.get("name") or run_dir.name,
+                job_type=str(cfg.get("mode") or "train"),
                 config=OmegaConf.to_container(cfg, resolve=True),
             )
         )
@@ -182,6 +188,8 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metric), parameter counts, timings, seed and device.
 
     """
+    if wants_layer_selection(cfg):  # Adaptable Adapters: stage 1 learns the layers, stage 2 comes back here
+        return run_adaptable(cfg, run_dir, stage1=_train_once, stage2=train_and_evaluate)
     record = _train_once(cfg, run_dir)
     micro_batch = cfg.trainer.batch_size // 2
     if record["status"] != "oom" or not cfg.trainer.oom_retry or micro_batch < 1:
@@ -267,12 +275,16 @@ def _train_once(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     record["train_seconds"] = time.perf_counter() - fit_started
     if record["status"] == "ok":
         keep_best.restore(module)
+        record.update(switch_report(setup.model))  # layer switches at the best epoch, if any
         trainer.test(module, datamodule=setup.datamodule, verbose=False)
         record["metrics"] = {"validation": keep_best.best_metrics, "test": module.last_metrics.get("test", {})}
         record["score"] = keep_best.best_metrics.get(task.main_metric, math.nan)
         record["main_metric"] = task.main_metric
         record["best_epoch"] = keep_best.best_epoch
         record["epochs_trained"] = trainer.current_epoch
+        from autopeft.export import export_run  # writes <run_dir>/export unless off or searching
+
+        record["export"] = export_run(setup.model, cfg, run_dir, record, setup.backbone.tokenizer)
     record["batch_size"] = cfg.trainer.batch_size
     record["accumulate_grad_batches"] = cfg.trainer.accumulate_grad_batches
     record["train_examples"] = setup.datamodule.num_train_examples
@@ -284,4 +296,8 @@ def _train_once(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             {"final/score": record.get("score", math.nan), "final/paper_percent": setup.params["paper_percent"]}
         )
         lg.finalize("success" if record["status"] == "ok" else "failed")
+        if type(lg).__name__ == "WandbLogger":
+            # Lightning leaves the W&B run open; the next training in this process (a retraining's
+            # next seed, a pipeline's next stage) would otherwise log into it instead of its own.
+            lg.experiment.finish()
     return record

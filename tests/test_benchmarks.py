@@ -6,6 +6,8 @@ import argparse
 import importlib.util
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,19 @@ def test_search_quality_replays_every_searcher_on_a_table(tmp_path: Path) -> Non
             assert all(t == sorted(t) for t in runs)  # hypervolume never decreases
     assert "| AutoPEFT BO (SAAS-GP + qNEHVI) |" in (out / "search_quality.md").read_text()
     assert (out / "search_quality.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_experiment_cost_is_computed_from_the_real_plans() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/experiment_cost.py", "--samples-per-second", "2000", "glue_transfer", "superglue"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    # glue_transfer: 200 search evaluations + 8 tasks x 5 seeds + 8 baselines x 8 tasks x 5 seeds.
+    assert rows["glue_transfer"].split("|")[3].strip() == "560"
+    assert rows["superglue"].split("|")[3].strip() == str(200 + 4 * 5 + 8 * 4 * 5)
+    assert "BERT-base 2,000 training samples/s" in result.stdout

@@ -33,9 +33,11 @@ def test_misspelt_key_added_with_plus_is_named_with_a_suggestion(compose_cfg: Ca
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
-        (["peft.sa_size=999"], r"peft\.sa_size=999 is outside .*'minilm'.*\[0, 384\]"),
-        (["peft.prefix_len=-1"], r"peft\.prefix_len=-1 .*\[0, 384\]"),
-        (["backbone=bert_base_arch", "peft.pa_size=769"], r"peft\.pa_size=769 .*\[0, 768\]"),
+        (["peft.sa_size=1537"], r"peft\.sa_size=1537 is outside .*'minilm'.*\[0, 1536\]"),
+        (["peft.prefix_len=-1"], r"peft\.prefix_len=-1 .*\[0, 1536\]"),
+        (["backbone=bert_base_arch", "peft.pa_size=3073"], r"peft\.pa_size=3073 .*\[0, 3072\]"),
+        (["peft=lora", "peft.lora_rank=385"], r"peft\.lora_rank=385 .*\[0, 384\]"),
+        (["peft.layers=last:7"], r"peft\.layers='last:7': N=7 is outside 1\.\.6"),
         (["peft.layers=[0,6]"], r"contains 6, .*6 layers: allowed indices are 0\.\.5"),
         (["peft.layers=[1,1]"], r"lists a layer twice"),
         (["peft.layers=some"], r"peft\.layers='some'.*'all'"),
@@ -78,12 +80,12 @@ def test_unknown_mode_exits_with_status_two(compose_cfg: Callable, capsys: pytes
 
 def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "run.py", "mode=params", "peft.sa_size=999", f"output_root={tmp_path}"],
+        [sys.executable, "run.py", "mode=params", "peft.sa_size=1537", f"output_root={tmp_path}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("error: peft.sa_size=999 is outside")
+    assert result.stderr.strip().startswith("error: peft.sa_size=1537 is outside")
     assert "Traceback" not in result.stderr

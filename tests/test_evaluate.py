@@ -93,6 +93,36 @@ def test_named_configurations_from_a_file(
     assert (tmp_path / "run" / "retrain.md").exists()
 
 
+def test_an_exported_configuration_transfers_to_another_task_with_a_label(
+    tiny_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from autopeft.train import train_and_evaluate
+
+    trained = train_and_evaluate(tiny_cfg("mode=train", "peft.layers=[1]", "peft.name=found"), tmp_path / "found")
+    assert trained["export"]
+    for source in (tmp_path / "found", tmp_path / "found" / "export" / "autopeft.json"):
+        choices = evaluate.choices_from_file(source)
+        assert [(c.name, c.peft["sa_size"], c.peft["layers"]) for c in choices] == [("found", 8, [1])]
+    cfg = tiny_cfg(
+        f"retrain.configs={tmp_path / 'found'}", "retrain.seeds=[0]", "task=snli_binary", "retrain.label=Ours"
+    )
+    records = evaluate.retrain(cfg, tmp_path / "transfer")
+    assert [(r["choice"], r["task"], r["configuration"]) for r in records] == [
+        ("Ours", "snli_binary", "SA 8 on layer 1")
+    ]
+    assert (tmp_path / "transfer" / "runs" / "Ours_seed0" / "results.json").exists() or records[0]["status"] == "ok"
+
+
+def test_labels_prefix_several_choices_and_name_a_single_one() -> None:
+    choices = [evaluate.Choice("front-1", {}, "s"), evaluate.Choice("front-2", {}, "s")]
+    assert [c.name for c in evaluate.labelled(choices, "AutoPEFT^RTE")] == [
+        "AutoPEFT^RTE front-1",
+        "AutoPEFT^RTE front-2",
+    ]
+    assert [c.name for c in evaluate.labelled(choices[:1], "AutoPEFT^RTE")] == ["AutoPEFT^RTE"]
+    assert evaluate.labelled(choices, None) == choices
+
+
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [
@@ -103,6 +133,7 @@ def test_named_configurations_from_a_file(
         (["retrain.from=/tmp", "retrain.select=indices"], r"retrain\.select=indices needs retrain\.indices"),
         (["retrain.from=/tmp"], r"retrain\.from='/tmp' has no search\.json"),
         (["retrain.from=/tmp", "+retrain.seed=1"], r"unknown key retrain\.seed \(did you mean 'seeds'\?\)"),
+        (["retrain.from=/tmp", "retrain.label=''"], r"retrain\.label='' must be a non-empty string"),
     ],
 )
 def test_bad_retrain_settings_are_named(

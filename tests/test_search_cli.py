@@ -150,7 +150,7 @@ def test_resume_is_refused_outside_search_mode(
     with pytest.raises(SystemExit) as exit_info:
         dispatch(compose_cfg("mode=train", "resume=/tmp"))
     assert exit_info.value.code == 2
-    assert "resume= continues a search; it does not apply to mode='train'" in capsys.readouterr().err
+    assert "resume= continues a search or a pipeline; it does not apply to mode='train'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("experiment", "cells"), [("bo_vs_random", 2), ("ablation", 6)])

@@ -233,6 +233,14 @@ def test_to_peft_uses_fixed_fields_and_leaves_unsearched_modules_off() -> None:
         "prefix_bottleneck": 800,
         "lora_alpha": 8.0,
         "lora_targets": ["query", "value"],
+        "gated": False,  # the baselines' options stay off in searched configurations
+        "layer_switch": False,
+        "adaptable_layers": None,
+        "switch_temperature": 0.1,
+        "adamix_experts": 0,
+        "adamix_share_up": True,
+        "adamix_share_down": False,
+        "adamix_consistency": 0.0,
     }
     assert s.param_count(s.point(mask, sa=48, prefix=6, lora=6)) == 2 * 768 * (48 + 6 + 6 * 2) * 8
     assert s.describe(s.point(mask, sa=48, prefix=6)) == "SA 48 + PT 6 on layers 4–11"

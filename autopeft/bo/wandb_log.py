@@ -32,7 +32,7 @@ class SearchWandb:
             tags=[*list(wandb_cfg.tags or []), "search", cfg.search.method],
             mode=wandb_cfg.mode,
             dir=str(run_dir),
-            name=Path(run_dir).name,
+            name=wandb_cfg.get("name") or Path(run_dir).name,
             id=run_id,
             resume="allow",
             config=OmegaConf.to_container(cfg, resolve=True),

@@ -1,8 +1,9 @@
 """The one PEFT configuration object: which modules, how large, in which layers.
 
 A :class:`PeftSpec` is what the search space decodes to and what training consumes. It is
-built from the Hydra ``peft`` node by :func:`peft_from_config`, which resolves ``layers: all``
-against the backbone and fails early on any value the backbone does not allow.
+built from the Hydra ``peft`` node by :func:`peft_from_config`, which resolves ``layers``
+(``all``, ``first:N``, ``last:N`` or a list) against the backbone and fails early on any value
+the backbone does not allow.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ class BackboneShape:
     num_layers: int
     num_heads: int
 
+    @property
+    def max_module_size(self) -> int:
+        """Largest adapter bottleneck or prefix length a preset may ask for: 4 D_h.
+
+        4 D_h is the feed-forward width of every supported BERT/RoBERTa checkpoint (MiniLM 1536,
+        BERT-base 3072, BERT-large 4096). A bottleneck wider than the FFN it sits beside is no
+        longer parameter-efficient, while published presets do exceed D_h on small encoders
+        (the MAM adapter's 512-wide parallel adapter on MiniLM's D_h = 384).
+        """
+        return 4 * self.hidden_size
+
 
 @dataclass(frozen=True)
 class PeftSpec:
@@ -62,6 +74,23 @@ class PeftSpec:
         lora_dropout: Dropout on the LoRA input.
         adapter_dropout: Dropout inside the serial and parallel adapters' bottleneck.
         full_finetune: Train every backbone weight (no PEFT module may be on).
+        gated: UniPELT gating (Mao et al., 2022): every module's output is scaled by its own
+            learned gate sigma(W_g x + b_g), see :mod:`autopeft.peft.gates`.
+        layer_switch: Adaptable Adapters (Moosavi et al., 2022): a learned per-layer switch
+            between "adapter on" and "skip"; training then selects layers in two stages
+            (:mod:`autopeft.adaptable`).
+        adaptable_layers: With ``layer_switch``, keep the k layers most likely "on" (to match a
+            budget); None keeps every layer whose switch ends "on".
+        switch_temperature: Gumbel-softmax temperature of the layer switches.
+        adamix_experts: AdaMix (Wang et al., 2022): M > 0 turns the serial adapter (bottleneck
+            ``sa_size``) into a mixture of M adapter experts, randomly routed in training and
+            averaged into one adapter for inference (:mod:`autopeft.peft.adamix`). Its adapter is
+            AdaMix's own: GELU, N(0, 0.02) initialisation, before the FFN output's dropout.
+            0 = off.
+        adamix_share_up: With AdaMix, one up-projection shared by all experts (ignored when off).
+        adamix_share_down: With AdaMix, one down-projection shared by all experts (ignored when off).
+        adamix_consistency: Weight of AdaMix's consistency loss, the symmetric KL between the
+            outputs of two stochastic forward passes (0 = a single pass); needs AdaMix on.
 
     """
 
@@ -78,6 +107,14 @@ class PeftSpec:
     lora_dropout: float = 0.0
     adapter_dropout: float = 0.0
     full_finetune: bool = False
+    gated: bool = False
+    layer_switch: bool = False
+    adaptable_layers: int | None = None
+    switch_temperature: float = 0.1
+    adamix_experts: int = 0
+    adamix_share_up: bool = True
+    adamix_share_down: bool = False
+    adamix_consistency: float = 0.0
 
     @property
     def active_layers(self) -> tuple[int, ...]:
@@ -86,7 +123,12 @@ class PeftSpec:
         return self.layers if any_module else ()
 
     def describe(self) -> str:
-        """The configuration in words, e.g. ``"SA 48 + PT 6 on layers 4–11"``."""
+        """The configuration in words, e.g. ``"SA 48 + PT 6 on layers 4–11"``.
+
+        UniPELT reads ``"SA 48 + PT 10 + LoRA r8 (query/value), each gated, on layers 0–11"``,
+        Adaptable Adapters ``"SA 128 in 13 layers chosen by learned switches from layers 0–23"``,
+        AdaMix ``"AdaMix SA 48 x4 experts (shared up-projection) on layers 0–11"``.
+        """
         if self.full_finetune:
             return "full fine-tuning"
         parts = [
@@ -94,11 +136,17 @@ class PeftSpec:
             for label, size in (("SA", self.sa_size), ("PA", self.pa_size), ("PT", self.prefix_len))
             if size
         ]
+        if self.adamix_experts and self.sa_size:
+            parts[0] = f"AdaMix SA {self.sa_size} x{self.adamix_experts} experts{_sharing(self)}"
         if self.lora_rank:
             parts.append(f"LoRA r{self.lora_rank} ({'/'.join(self.lora_targets)})")
         if not parts or not self.layers:
             return "head only (frozen backbone)"
-        return f"{' + '.join(parts)} on {describe_layers(self.layers)}"
+        modules = " + ".join(parts) + (", each gated," if self.gated else "")
+        if self.layer_switch:
+            chosen = f"{self.adaptable_layers} layers" if self.adaptable_layers else "the layers"
+            return f"{modules} in {chosen} chosen by learned switches from {describe_layers(self.layers)}"
+        return f"{modules} on {describe_layers(self.layers)}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -106,6 +154,11 @@ class PeftSpec:
         out["layers"] = list(self.layers)
         out["lora_targets"] = list(self.lora_targets)
         return out
+
+
+def _sharing(spec: PeftSpec) -> str:
+    shared = [name for name, on in (("up", spec.adamix_share_up), ("down", spec.adamix_share_down)) if on]
+    return f" (shared {'/'.join(shared)}-projection)" if shared else ""
 
 
 def describe_layers(layers: Sequence[int]) -> str:
@@ -131,19 +184,42 @@ def _as_int(value: Any, key: str) -> int:
     return value
 
 
+#: The forms ``peft.layers`` accepts, for error messages.
+LAYER_FORMS = "'all', 'first:N' or 'last:N' (N in 1..{n}), or a list of layer indices in 0..{last}"
+
+
+def _layer_forms(shape: BackboneShape) -> str:
+    return LAYER_FORMS.format(n=shape.num_layers, last=shape.num_layers - 1)
+
+
+def _resolve_named(layers: str, shape: BackboneShape) -> tuple[int, ...]:
+    """``all``, ``first:N`` (the N lowest layers) or ``last:N`` (the N highest, as in AdapterDrop)."""
+    if layers == "all":
+        return tuple(range(shape.num_layers))
+    where, sep, count = layers.partition(":")
+    if not sep or where not in ("first", "last") or not count.strip().isdigit():
+        raise ConfigError(f"peft.layers={layers!r} is not allowed; use {_layer_forms(shape)}")
+    n = int(count)
+    if not 1 <= n <= shape.num_layers:
+        raise ConfigError(
+            f"peft.layers={layers!r}: N={n} is outside 1..{shape.num_layers} (backbone {shape.name!r} "
+            f"has {shape.num_layers} layers); use {_layer_forms(shape)}"
+        )
+    return tuple(range(n)) if where == "first" else tuple(range(shape.num_layers - n, shape.num_layers))
+
+
 def resolve_layers(layers: Any, shape: BackboneShape) -> tuple[int, ...]:
-    """Turn ``"all"`` or a list of indices into a sorted tuple, validated against the backbone.
+    """Turn ``"all"``, ``"first:N"``, ``"last:N"`` or a list of indices into a sorted tuple.
 
     Raises:
-        ConfigError: On an index outside ``[0, num_layers)``, a duplicate, or a bad type.
+        ConfigError: On an index outside ``[0, num_layers)``, N outside ``1..num_layers``, a
+            duplicate, or a bad type; the message lists the allowed forms.
 
     """
     if isinstance(layers, str):
-        if layers != "all":
-            raise ConfigError(f"peft.layers={layers!r} is not allowed; use 'all' or a list of layer indices")
-        return tuple(range(shape.num_layers))
+        return _resolve_named(layers, shape)
     if not isinstance(layers, Sequence):
-        raise ConfigError(f"peft.layers={layers!r} must be 'all' or a list of layer indices")
+        raise ConfigError(f"peft.layers={layers!r} must be {_layer_forms(shape)}")
     indices = [_as_int(i, "layers") for i in layers]
     for index in indices:
         if not 0 <= index < shape.num_layers:
@@ -157,9 +233,12 @@ def resolve_layers(layers: Any, shape: BackboneShape) -> tuple[int, ...]:
 
 
 def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
-    """Check every size of ``spec`` against what ``shape`` allows.
+    """Check every size and option of ``spec`` against what ``shape`` allows.
 
-    Sizes are bounded by the hidden size D_h, as in the paper's search space (0 = off).
+    Adapter bottlenecks and prefix lengths are bounded by :attr:`BackboneShape.max_module_size`
+    (4 D_h, the FFN width) so that published presets such as the MAM adapter fit small
+    backbones; the LoRA rank by D_h, the most a rank of a D_h-wide projection can use. The
+    search space (:mod:`autopeft.space`) keeps its own, tighter bounds.
 
     Returns:
         The same spec, for chaining.
@@ -169,13 +248,18 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
 
     """
     resolve_layers(list(spec.layers), shape)
-    for key in ("sa_size", "pa_size", "prefix_len", "lora_rank"):
+    bounds = {
+        "sa_size": (shape.max_module_size, "4 D_h, the FFN width of BERT-family layers"),
+        "pa_size": (shape.max_module_size, "4 D_h, the FFN width of BERT-family layers"),
+        "prefix_len": (shape.max_module_size, "4 D_h, the FFN width of BERT-family layers"),
+        "lora_rank": (shape.hidden_size, "the hidden size D_h, the most a rank can use"),
+    }
+    for key, (bound, why) in bounds.items():
         value = _as_int(getattr(spec, key), key)
-        if not 0 <= value <= shape.hidden_size:
+        if not 0 <= value <= bound:
             raise ConfigError(
                 f"peft.{key}={value} is outside what backbone {shape.name!r} allows: "
-                f"an integer in [0, {shape.hidden_size}] (0 switches the module off, "
-                f"{shape.hidden_size} is its hidden size D_h)"
+                f"an integer in [0, {bound}] (0 switches the module off; {bound} is {why})"
             )
     unknown = [t for t in spec.lora_targets if t not in LORA_TARGETS]
     if unknown:
@@ -195,7 +279,65 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
             "peft.full_finetune=true trains the whole backbone and cannot be combined with PEFT modules; "
             "set sa_size, pa_size, prefix_len and lora_rank to 0 (or use peft=fft)"
         )
+    _validate_layer_switch(spec)
+    _validate_adamix(spec)
     return spec
+
+
+def _validate_adamix(spec: PeftSpec) -> None:
+    """AdaMix's options: M experts of the serial adapter, alone on the FFN output block."""
+    for key in ("adamix_share_up", "adamix_share_down"):
+        if not isinstance(getattr(spec, key), bool):
+            raise ConfigError(f"peft.{key}={getattr(spec, key)!r} must be true or false")
+    experts = _as_int(spec.adamix_experts, "adamix_experts")
+    if experts < 0:
+        raise ConfigError(f"peft.adamix_experts={experts} must be >= 0 (0 switches AdaMix off)")
+    weight = spec.adamix_consistency
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        raise ConfigError(f"peft.adamix_consistency={weight!r} must be a number >= 0 (0 = no consistency loss)")
+    if not experts:
+        if weight:
+            raise ConfigError(
+                f"peft.adamix_consistency={weight} needs peft.adamix_experts > 0 "
+                "(it regularises AdaMix's randomly routed experts)"
+            )
+        return
+    if not spec.sa_size or spec.pa_size or spec.gated or spec.layer_switch or spec.adapter_dropout:
+        raise ConfigError(
+            f"peft.adamix_experts={experts} makes the serial adapter a mixture of adapters: it needs "
+            f"sa_size > 0 (the experts' bottleneck) and pa_size = 0, gated = false, layer_switch = false, "
+            f"adapter_dropout = 0 (AdaMix's adapters have no inner dropout) (got sa_size={spec.sa_size}, "
+            f"pa_size={spec.pa_size}, gated={spec.gated}, layer_switch={spec.layer_switch}, "
+            f"adapter_dropout={spec.adapter_dropout})"
+        )
+
+
+def _validate_layer_switch(spec: PeftSpec) -> None:
+    """Adaptable Adapters' options: switches gate adapters only, and k fits the candidate layers."""
+    for key in ("gated", "layer_switch"):
+        if not isinstance(getattr(spec, key), bool):
+            raise ConfigError(f"peft.{key}={getattr(spec, key)!r} must be true or false")
+    if not float(spec.switch_temperature) > 0:
+        raise ConfigError(f"peft.switch_temperature={spec.switch_temperature} must be > 0")
+    if not spec.layer_switch:
+        if spec.adaptable_layers is not None:
+            raise ConfigError(
+                f"peft.adaptable_layers={spec.adaptable_layers} needs peft.layer_switch=true "
+                "(it is the number of layers the learned switches keep)"
+            )
+        return
+    if not (spec.sa_size or spec.pa_size) or spec.prefix_len or spec.lora_rank:
+        raise ConfigError(
+            "peft.layer_switch=true switches adapters on or off per layer: it needs sa_size or pa_size > 0 "
+            f"and prefix_len = lora_rank = 0 (got prefix_len={spec.prefix_len}, lora_rank={spec.lora_rank})"
+        )
+    if spec.adaptable_layers is not None:
+        k = _as_int(spec.adaptable_layers, "adaptable_layers")
+        if not 1 <= k <= len(spec.layers):
+            raise ConfigError(
+                f"peft.adaptable_layers={k} must be an integer in 1..{len(spec.layers)} "
+                f"(the number of candidate layers in peft.layers), or null to keep the layers switched on"
+            )
 
 
 def peft_from_config(cfg: Mapping[str, Any], shape: BackboneShape) -> PeftSpec:

@@ -11,10 +11,13 @@ from __future__ import annotations
 from torch import nn
 
 from autopeft.errors import ConfigError, allowed_list
+from autopeft.peft.adamix import AdaMixFeedForwardOutput, MixtureOfAdapters
 from autopeft.peft.adapters import AdaptedFeedForwardOutput, Bottleneck
 from autopeft.peft.config import LORA_TARGETS, PeftSpec
+from autopeft.peft.gates import Gate, TokenMask
 from autopeft.peft.lora import LoRALinear
 from autopeft.peft.prefix import PrefixEncoder, PrefixSelfAttention
+from autopeft.peft.switch import LayerSwitch
 
 #: ``config.model_type`` values whose layers have the BERT layout.
 SUPPORTED_MODEL_TYPES = ("bert", "roberta")
@@ -48,15 +51,19 @@ def freeze(model: nn.Module) -> None:
         param.requires_grad_(False)
 
 
-def inject_peft(model: nn.Module, spec: PeftSpec) -> PrefixEncoder | None:
+def inject_peft(model: nn.Module, spec: PeftSpec, tokens: TokenMask | None = None) -> PrefixEncoder | None:
     """Insert the modules of ``spec`` into ``model``'s layers.
 
     LoRA goes in first so that the adapter and prefix wrappers, which call the layer's
-    projections, route through the LoRA-adapted ones.
+    projections, route through the LoRA-adapted ones. With ``spec.gated`` every module gets
+    its own UniPELT gate (one per LoRA projection); with ``spec.layer_switch`` each layer's
+    adapters get an Adaptable Adapters switch. With ``spec.adamix_experts`` the serial adapter
+    is AdaMix's mixture of adapter experts (:mod:`autopeft.peft.adamix`).
 
     Args:
         model: A BERT/RoBERTa encoder (e.g. ``BertModel``); modified in place.
         spec: A validated configuration.
+        tokens: The padding-mask holder the gates average over (see :mod:`autopeft.peft.gates`).
 
     Returns:
         The shared prefix encoder when prefix-tuning is on (the caller owns it so that its
@@ -71,17 +78,42 @@ def inject_peft(model: nn.Module, spec: PeftSpec) -> PrefixEncoder | None:
         if spec.prefix_len and active
         else None
     )
+
+    def gate() -> Gate | None:
+        return Gate(hidden, tokens) if spec.gated else None
+
     for slot, index in enumerate(active):
         layer = layers[index]
         if spec.lora_rank:
             for target in spec.lora_targets:
                 path = LORA_TARGETS[target]
                 base = layer.get_submodule(path)
-                _replace(layer, path, LoRALinear(base, spec.lora_rank, spec.lora_alpha, spec.lora_dropout))
-        if spec.sa_size or spec.pa_size:
-            serial = Bottleneck(hidden, spec.sa_size, spec.adapter_dropout) if spec.sa_size else None
-            parallel = Bottleneck(hidden, spec.pa_size, spec.adapter_dropout) if spec.pa_size else None
-            layer.output = AdaptedFeedForwardOutput(layer.output, serial, parallel, spec.pa_scale)
+                lora = LoRALinear(base, spec.lora_rank, spec.lora_alpha, spec.lora_dropout, gate())
+                _replace(layer, path, lora)
+        if spec.adamix_experts:  # validated: a serial adapter only, no PA, gates or switches
+            mixture = MixtureOfAdapters(
+                hidden, spec.sa_size, spec.adamix_experts, spec.adamix_share_up, spec.adamix_share_down
+            )
+            layer.output = AdaMixFeedForwardOutput(layer.output, mixture)
+        elif spec.sa_size or spec.pa_size:
+            layer.output = AdaptedFeedForwardOutput(
+                layer.output,
+                Bottleneck(hidden, spec.sa_size, spec.adapter_dropout) if spec.sa_size else None,
+                Bottleneck(hidden, spec.pa_size, spec.adapter_dropout) if spec.pa_size else None,
+                spec.pa_scale,
+                serial_gate=gate() if spec.sa_size else None,
+                parallel_gate=gate() if spec.pa_size else None,
+                switch=LayerSwitch(spec.switch_temperature) if spec.layer_switch else None,
+            )
         if prefix is not None:
-            layer.attention.self = PrefixSelfAttention(layer.attention.self, prefix, slot)
+            layer.attention.self = PrefixSelfAttention(layer.attention.self, prefix, slot, gate())
     return prefix
+
+
+def layer_switches(model: nn.Module) -> dict[int, LayerSwitch]:
+    """The Adaptable Adapters switches of an injected encoder, by layer index (empty if none)."""
+    return {
+        index: layer.output.switch
+        for index, layer in enumerate(encoder_layers(model))
+        if isinstance(layer.output, AdaptedFeedForwardOutput) and layer.output.switch is not None
+    }

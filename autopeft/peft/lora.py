@@ -1,4 +1,9 @@
-"""LoRA (Hu et al., 2022): a low-rank update added to a frozen linear projection."""
+"""LoRA (Hu et al., 2022): a low-rank update added to a frozen linear projection.
+
+With a UniPELT gate (:class:`~autopeft.peft.gates.Gate`) the update is also scaled by a gate
+computed from the projection's input, one gate per adapted projection, as in the UniPELT
+authors' ``LoRA_Linear``.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,25 @@ from torch import nn
 
 
 class LoRALinear(nn.Module):
-    """y = W x + b + (alpha / r) * B A dropout(x), with A (r x in) and B (out x r).
+    """y = W x + b + g(x) * (alpha / r) * B A dropout(x), with A (r x in) and B (out x r).
 
     B starts at zero so the wrapped projection is unchanged at initialisation; A uses the
-    Kaiming-uniform initialisation of the reference implementation.
+    Kaiming-uniform initialisation of the reference implementation. g(x) is 1 without a gate.
 
     Args:
         base: The frozen projection; shared, not copied.
         rank: r.
         alpha: Scaling numerator.
         dropout: Dropout applied to the LoRA branch's input.
+        gate: A UniPELT gate mapping the input (B, T, in) to (B, 1, 1), or None.
 
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(
+        self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, gate: nn.Module | None = None
+    ) -> None:
         super().__init__()
+        self.gate = gate
         self.base = base
         self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
@@ -44,4 +53,6 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (..., in) to (..., out)."""
         update = (self.dropout(x) @ self.lora_a.t()) @ self.lora_b.t()
+        if self.gate is not None:
+            update = update * self.gate(x)
         return self.base(x) + self.scaling * update

@@ -9,6 +9,10 @@ shared MLP from a learned (L_PT x D_h) embedding::
 
 After training, P can be computed once and the MLP dropped; that is why the paper counts
 2 * L_PT * D_h parameters per layer while training holds the larger MLP.
+
+With a UniPELT gate, one gate per layer computed from the attention input scales both P_k and
+P_v of each example, as in the UniPELT authors' ``BertSelfAttention`` (see
+:mod:`autopeft.peft.gates`).
 """
 
 from __future__ import annotations
@@ -102,15 +106,17 @@ class PrefixSelfAttention(nn.Module):
         base: The pretrained self-attention module (weights shared, not copied).
         prefix: The shared prefix encoder.
         slot: Which of the prefix encoder's layers belongs to this attention module.
+        gate: A UniPELT gate mapping the attention input (B, T, D_h) to (B, 1, 1), or None.
 
     """
 
-    def __init__(self, base: nn.Module, prefix: PrefixEncoder, slot: int) -> None:
+    def __init__(self, base: nn.Module, prefix: PrefixEncoder, slot: int, gate: nn.Module | None = None) -> None:
         super().__init__()
         self.base = base
         # Kept out of the module tree: the encoder is owned (and counted) once, by the model.
         self.__dict__["prefix"] = prefix
         self.slot = slot
+        self.gate = gate
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: object
@@ -130,6 +136,9 @@ class PrefixSelfAttention(nn.Module):
         prefix_len = prefix_key.shape[0]
         prefix_key = split_heads(prefix_key.unsqueeze(0).to(key.dtype)).expand(batch, -1, -1, -1)
         prefix_value = split_heads(prefix_value.unsqueeze(0).to(value.dtype)).expand(batch, -1, -1, -1)
+        if self.gate is not None:
+            gate = self.gate(hidden_states).view(batch, 1, 1, 1).to(key.dtype)
+            prefix_key, prefix_value = prefix_key * gate, prefix_value * gate
         key = torch.cat([prefix_key, key], dim=2)
         value = torch.cat([prefix_value, value], dim=2)
         mask = extend_attention_mask(attention_mask, prefix_len, query.dtype)
