@@ -315,7 +315,6 @@ def mode_report(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """Build the paper-shaped table and plots from ``report.runs`` into this run's directory."""
     from autopeft.errors import check_known_keys
     from autopeft.report import build_report
-
     from autopeft.wandb_report import log_report
 
     check_known_keys(cfg.report, ("runs",), "report")

@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +104,19 @@ def tabulate(args: argparse.Namespace) -> None:
 class TableObjective:
     """Looks a configuration's result up in the table instead of training it."""
 
-    def __init__(self, rows: list[dict[str, Any]], space: Any) -> None:
+    def __init__(self, rows: list[dict[str, Any]], space: Any, seconds: float = 0.0) -> None:
         self.space = space
         self.by_point = {space.canonical(Point.from_dict(r["point"])): r for r in rows}
+        self.seconds = seconds  # simulated training time, so parallel replays complete out of order
 
     def __call__(self, point: Point, index: int) -> dict[str, Any]:
         """The tabulated result of ``point`` (every candidate the searchers may propose is in the table)."""
         row = self.by_point[self.space.canonical(point)]
+        if self.seconds:
+            # Durations vary with the configuration, as real trainings do: completion order then
+            # differs from proposal order, which is what pipelined BO must cope with.
+            key = json.dumps(self.space.canonical(point).to_dict(), sort_keys=True).encode()
+            time.sleep(self.seconds * (0.5 + zlib.crc32(key) % 1000 / 1000))
         return {k: row.get(k) for k in ("status", "score", "reason", "param_percent", "seconds")}
 
 
@@ -173,12 +180,15 @@ def replay(args: argparse.Namespace) -> None:
                 f"search.surrogate.num_samples={args.num_samples}",
                 f"search.surrogate.thinning={args.thinning}",
                 f"seed={seed}",
+                f"search.surrogate.kind={args.surrogate}",
+                f"search.parallel.workers={args.workers}",
+                f"search.parallel.prefetch={args.prefetch}",
             ]
             if method == "nsga2":  # the first generation is the random initial design
                 overrides.append(f"search.nsga2.population_size={args.n_init}")
             cfg = compose_cfg(overrides)
             run_dir = out_dir / "runs" / f"{method}_seed{seed}"
-            result, elapsed = _run_on_table(cfg, run_dir, rows)
+            result, elapsed = _run_on_table(cfg, run_dir, rows, args.eval_seconds)
             seconds[method].append(elapsed)
             for scale in scales:
                 traces[scale.name][method].append(scale.trace(result["records"]))
@@ -214,13 +224,15 @@ def _shared_initial_design(out_dir: Path, args: argparse.Namespace) -> bool | No
     return True
 
 
-def _run_on_table(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]]) -> tuple[dict, float]:
+def _run_on_table(
+    cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], eval_seconds: float = 0.0
+) -> tuple[dict, float]:
     """Run (or finish) one search on the table; returns it and the seconds all its sessions took."""
     from autopeft.backbones import shape_of
     from autopeft.space import SearchSpace
 
     space = SearchSpace.from_config(cfg.space, shape_of(cfg.backbone))
-    objective = TableObjective(rows, space)
+    objective = TableObjective(rows, space, eval_seconds)
     candidates = [Point.from_dict(r["point"]) for r in rows]
     timing = run_dir / "replay_seconds.json"
     earlier = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
@@ -247,7 +259,9 @@ def _report(
     scales: list[HypervolumeScale],
     shared: bool | None,
 ) -> str:
-    names = {"bo": "AutoPEFT BO (SAAS-GP + qNEHVI)", "random": "random search", "nsga2": "NSGA-II (Optuna)"}
+    model = "SAAS-GP" if args.surrogate == "saas" else "MAP GP"
+    mode = f", {args.workers} workers" if args.workers > 1 else ""
+    names = {"bo": f"AutoPEFT BO ({model} + qNEHVI{mode})", "random": "random search", "nsga2": "NSGA-II (Optuna)"}
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget]
     design = {True: " (the same ones for BO and random search)", False: " (drawn independently per method)"}.get(
         shared, ""
@@ -256,8 +270,18 @@ def _report(
         f"Hypervolume reached, as a fraction of the hypervolume of all {meta['evaluations']} tabulated "
         f"configurations ({meta['backbone']} on {meta['task']}, low fidelity), mean ± sd over {args.seeds} seeds. "
         f"{args.n_init} initial random configurations for every method{design}; "
-        f"BO proposes {args.batch_size} at a time (acquisition maximised over the unseen table entries) with NUTS "
-        f"{args.warmup_steps}/{args.num_samples}/{args.thinning}.",
+        + (
+            f"BO proposes {args.batch_size} at a time"
+            if args.workers == 1
+            else f"BO keeps {args.workers} evaluations running and {args.prefetch} queued, proposing as each finishes "
+            f"(simulated {args.eval_seconds} s per evaluation, 0.5-1.5x)"
+        )
+        + " (acquisition maximised over the unseen table entries)"
+        + (
+            f" with NUTS {args.warmup_steps}/{args.num_samples}/{args.thinning}."
+            if args.surrogate == "saas"
+            else " with a MAP-fitted GP."
+        ),
     ]
     for scale in scales:
         axis = "% params" if scale.name == "linear" else "log10 % params"
@@ -334,6 +358,10 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--warmup-steps", type=int, default=256)
     rep.add_argument("--num-samples", type=int, default=128)
     rep.add_argument("--thinning", type=int, default=16)
+    rep.add_argument("--surrogate", default="saas", choices=("saas", "gp"), help="gp: MAP GP (fast)")
+    rep.add_argument("--workers", type=int, default=1, help="concurrent evaluations (pipelined BO when > 1)")
+    rep.add_argument("--prefetch", type=int, default=1, help="proposals queued beyond the running ones")
+    rep.add_argument("--eval-seconds", type=float, default=0.0, help="simulated seconds per evaluation (0.5-1.5x)")
     args = parser.parse_args(argv)
     if args.command == "replay" and args.budget <= args.n_init:
         parser.error(f"--budget={args.budget} must exceed --n-init={args.n_init}")

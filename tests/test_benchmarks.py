@@ -84,3 +84,33 @@ def test_experiment_cost_is_computed_from_the_real_plans() -> None:
     assert rows["glue_transfer"].split("|")[3].strip() == "560"
     assert rows["superglue"].split("|")[3].strip() == str(200 + 4 * 5 + 8 * 4 * 5)
     assert "BERT-base 2,000 training samples/s" in result.stdout
+
+
+def test_search_speed_measures_both_modes_on_the_same_search(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = _load("search_speed").main(
+        [
+            "--backbone=tiny_bert",
+            "--n-init=3",
+            "--n-iter=2",
+            "--nuts",
+            "8",
+            "8",
+            "2",
+            "--workers=2",
+            "--max-train-samples=32",
+            "--max-eval-samples=16",
+            "--max-length=16",
+            f"--out-dir={tmp_path}",
+            "--override",
+            "trainer.log_every_n_steps=1",
+        ]
+    )
+    assert [r["mode"] for r in rows] == ["sequential", "parallel (2 workers)"]
+    assert [r["evaluations"] for r in rows] == [5, 5]
+    # Same seed: both start from the same initial design (the parallel one records it in completion order).
+    designs = [
+        sorted(json.dumps(r["point"], sort_keys=True) for r in row["records"] if r["phase"] == "init") for row in rows
+    ]
+    assert len(designs[0]) == 3 and designs[0] == designs[1]
+    out = capsys.readouterr().out
+    assert "| mode | evaluations | wall clock (s) | CPU busy % |" in out and "speed-up of parallel" in out

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.bo.acquisition import AcquisitionSettings
+from autopeft.bo.executor import ParallelSettings
 from autopeft.bo.local_search import LocalSearchSettings
 from autopeft.bo.nsga2 import NSGA2Searcher, nsga2_settings
 from autopeft.bo.pareto import parse_ref_point
@@ -31,7 +32,11 @@ SEARCH_KEYS = (
     "acquisition",
     "local_search",
     "nsga2",
+    "parallel",
 )
+
+#: Keys a ``search`` node may leave out (they then take their defaults).
+OPTIONAL_SEARCH_KEYS = ("parallel",)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class SearchSettings:
         ref_point: Hypervolume reference ``(score, param_percent)``, None entries inferred.
         local_search: Acquisition optimiser (BO only).
         nsga2: Keyword arguments of Optuna's ``NSGAIISampler``.
+        parallel: How many evaluations run at once and where (see :mod:`autopeft.bo.executor`).
 
     """
 
@@ -64,6 +70,7 @@ class SearchSettings:
     ref_point: tuple[float | None, float | None]
     local_search: LocalSearchSettings
     nsga2: dict[str, Any]
+    parallel: ParallelSettings = field(default_factory=ParallelSettings)
 
     @property
     def budget(self) -> int:
@@ -75,7 +82,7 @@ class SearchSettings:
         """Validate the ``search`` node; every error names the bad key or value and what is allowed."""
         values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         check_known_keys(values, SEARCH_KEYS, "search")
-        missing = [k for k in SEARCH_KEYS if k not in values]
+        missing = [k for k in SEARCH_KEYS if k not in values and k not in OPTIONAL_SEARCH_KEYS]
         if missing:
             raise ConfigError(f"search node lacks {missing}; it needs {allowed_list(SEARCH_KEYS)}")
         if values["method"] not in METHODS:
@@ -96,6 +103,7 @@ class SearchSettings:
             ref_point=parse_ref_point(acquisition.get("ref_point")),
             local_search=LocalSearchSettings.from_config(values["local_search"] or {}),
             nsga2=nsga2_settings(values["nsga2"]),
+            parallel=ParallelSettings.from_config(values.get("parallel")),
         )
 
 

@@ -17,6 +17,7 @@ proposals as an uninterrupted one.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import json
 import logging
@@ -30,6 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.bo.config import SearchSettings, make_searcher
+from autopeft.bo.executor import make_executor, resolve_workers
 from autopeft.bo.local_search import SpaceExhaustedError
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix, pareto_mask, search_reference
 from autopeft.bo.searchers import History
@@ -256,20 +258,43 @@ def _run_locked(
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
+    workers = resolve_workers(settings.parallel)
+    # Sequential: propose a batch of search.batch_size, evaluate it, repeat (the paper's loop).
+    # Parallel: keep `workers` evaluations running plus `prefetch` proposals queued behind them, and
+    # propose whenever one finishes, with every running or queued one as a pending point.
+    outstanding = workers + (settings.parallel.prefetch if workers > 1 else 0)
+    if workers > 1:
+        log.info(
+            "%d evaluations at once (%s executor), %d queued ahead",
+            workers,
+            settings.parallel.executor,
+            outstanding - workers,
+        )
+    executor = make_executor(settings.parallel, workers)
+    in_flight: dict[cf.Future, dict[str, Any]] = {}
+    exhausted = False
     with redirect:
         try:
             while len(records) < budget:
                 history = History(records, proposals)
-                pending = history.pending
-                if not pending:
+                running = {entry["index"] for entry in in_flight.values()}
+                waiting = [p for p in history.pending if p["index"] not in running]
+                if waiting and len(in_flight) < outstanding:
+                    entry = waiting[0]
+                    point = space.check(Point.from_dict(entry["point"]))
+                    in_flight[executor.submit(objective, point, entry["index"])] = entry
+                    continue
+                if not waiting and len(in_flight) < outstanding and len(proposals) < budget and not exhausted:
                     t0 = time.perf_counter()
-                    count = min(settings.batch_size, budget - len(proposals))
+                    count = settings.batch_size if workers == 1 else outstanding - len(in_flight)
+                    count = min(count, budget - len(proposals))
                     batch = proposals[-1]["batch"] + 1 if proposals else 0
                     try:
                         batch_proposals = searcher.propose(history, count)
                     except SpaceExhaustedError as err:
-                        log.warning("stopping after %d evaluations: %s", len(records), err)
-                        break
+                        log.warning("no more proposals after %d evaluations: %s", len(proposals), err)
+                        exhausted = True
+                        continue
                     for proposal in batch_proposals:
                         entry = {
                             "index": len(proposals),
@@ -283,25 +308,30 @@ def _run_locked(
                         proposals.append(entry)
                     timings["propose_seconds"] += time.perf_counter() - t0
                     continue
-                entry = pending[0]
-                point = space.check(Point.from_dict(entry["point"]))
-                result = objective(point, entry["index"])
-                record = {
-                    "index": entry["index"],
-                    "point": entry["point"],
-                    "configuration": space.describe(point),
-                    "phase": entry.get("info", {}).get("phase"),
-                    "seed": int(cfg.seed),
-                    **result,
-                }
-                store.append(record)
-                records.append(record)
-                timings["evaluate_seconds"] += record["seconds"]
-                state = tracker.state(records)
-                _report_progress(progress, record, state, budget)
-                if on_record is not None:
-                    on_record(record, state)
+                if not in_flight:
+                    break  # the space (or candidate list) is exhausted and nothing is running
+                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: in_flight[f]["index"]):
+                    entry = in_flight.pop(future)
+                    result = future.result()  # the objective records its own failures; anything else is a bug
+                    record = {
+                        "index": entry["index"],
+                        "point": entry["point"],
+                        "configuration": space.describe(Point.from_dict(entry["point"])),
+                        "phase": entry.get("info", {}).get("phase"),
+                        "seed": int(cfg.seed),
+                        **result,
+                    }
+                    store.append(record)
+                    records.append(record)
+                    timings["evaluate_seconds"] += record["seconds"]
+                    state = tracker.state(records)
+                    _report_progress(progress, record, state, budget)
+                    if on_record is not None:
+                        on_record(record, state)
         finally:
+            # Queued evaluations are dropped (their proposals stay logged and run first on resume).
+            executor.shutdown(wait=False, cancel_futures=True)
             if progress is not None:
                 progress.close()
     state = tracker.state(records)
@@ -313,7 +343,7 @@ def _run_locked(
         "settings": settings,
         "backbone_params": backbone.num_params,
         "run_dir": files.run_dir,
-        "timings": {**timings, "wall_seconds": time.perf_counter() - started},
+        "timings": {**timings, "wall_seconds": time.perf_counter() - started, "workers": workers},
     }
 
 

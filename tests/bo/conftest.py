@@ -25,6 +25,11 @@ TINY_SEARCH = [
 ]
 
 
+def never_fails(point: Point) -> bool:
+    """The default failure rule (module level, so the objective pickles into worker processes)."""
+    return False
+
+
 class SyntheticObjective:
     """A deterministic stand-in for training: score rises with serial-adapter capacity, falls with prefixes.
 
@@ -34,7 +39,7 @@ class SyntheticObjective:
 
     """
 
-    def __init__(self, fail: Callable[[Point], bool] = lambda p: False, interrupt_after: int | None = None) -> None:
+    def __init__(self, fail: Callable[[Point], bool] = never_fails, interrupt_after: int | None = None) -> None:
         self.fail = fail
         self.interrupt_after = interrupt_after
         self.calls: list[int] = []
