@@ -29,4 +29,14 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from autopeft.errors import ConfigError
+    from autopeft.preflight import check_output_location
+
+    try:  # Hydra creates the run directory before any mode runs: check it can first
+        check_output_location(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()

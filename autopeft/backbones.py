@@ -8,6 +8,12 @@ A backbone config (``conf/backbone/*.yaml``) names a ``source``:
   memory and speed; no download. Its tokenizer comes from the ``tokenizer`` entry.
 * ``hub``: a Hugging Face hub id, for users who are online.
 * ``path``: a local folder written by ``save_pretrained``.
+* ``auto``: ``name_or_path`` is a local folder if one exists there, else a hub id
+  (``backbone=custom backbone.name_or_path=...``, see ``docs/custom_tasks.md``).
+
+Whatever the source, the architecture (``model_type``) is read from the model's config and
+must be one of :data:`~autopeft.peft.SUPPORTED_MODEL_TYPES`; the hidden size and layer count
+that size the search space come from the same config.
 """
 
 from __future__ import annotations
@@ -25,9 +31,18 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.peft import SUPPORTED_MODEL_TYPES, BackboneShape
 
-SOURCES = ("package", "random", "hub", "path")
+SOURCES = ("package", "random", "hub", "path", "auto")
 _KEYS = ("name", "source", "name_or_path", "subfolder", "model_type", "arch", "pooling", "tokenizer", "batch_size")
 POOLINGS = ("cls", "mean")
+#: Files one of which a saved tokenizer folder holds (fast tokenizers, WordPiece, BPE, SentencePiece).
+_VOCAB_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+)
 
 
 @dataclass
@@ -64,16 +79,36 @@ def _package_dir(package: str, subfolder: str | None) -> Path:
     return root / subfolder if subfolder else root
 
 
-def _location(cfg: Mapping[str, Any]) -> str:
-    source = cfg["source"]
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be a filesystem path (hub ids are ``name`` or ``owner/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _folder(cfg: Mapping[str, Any]) -> Path | None:
+    """The local folder ``cfg`` loads from, or None for a hub id."""
+    source, name = cfg["source"], cfg.get("name_or_path")
     if source == "package":
-        return str(_package_dir(cfg["name_or_path"], cfg.get("subfolder")))
-    if source == "path":
-        path = Path(cfg["name_or_path"]).expanduser()
-        if not path.is_dir():
-            raise ConfigError(f"backbone.name_or_path={str(path)!r} is not a directory")
-        return str(path)
-    return cfg["name_or_path"]
+        return _package_dir(name, cfg.get("subfolder"))
+    if source not in ("path", "auto"):
+        return None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"backbone {cfg.get('name')!r} needs backbone.name_or_path: a folder written by save_pretrained "
+            "or a hub name (e.g. backbone.name_or_path=./my_encoder)"
+        )
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise ConfigError(f"backbone.name_or_path={name!r} is a file; give the folder written by save_pretrained")
+    if source == "path" or _looks_like_path(name):
+        raise ConfigError(f"backbone.name_or_path={name!r}: no such folder ({path.resolve()})")
+    return None  # auto: not a local folder, so a hub id
+
+
+def _location(cfg: Mapping[str, Any]) -> str:
+    folder = _folder(cfg)
+    return str(folder) if folder is not None else cfg["name_or_path"]
 
 
 def _model_config(cfg: Mapping[str, Any]) -> PretrainedConfig:
@@ -85,17 +120,53 @@ def _model_config(cfg: Mapping[str, Any]) -> PretrainedConfig:
                 f"backbone.model_type={model_type!r} is not supported; allowed: {allowed_list(SUPPORTED_MODEL_TYPES)}"
             )
         return AutoConfig.for_model(model_type, **arch)
+    folder = _folder(cfg)
+    if folder is not None and cfg["source"] != "package" and not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"backbone.name_or_path={str(folder)!r} has no config.json: give a folder written by "
+            "model.save_pretrained(folder) (and tokenizer.save_pretrained(folder))"
+        )
     try:
-        return AutoConfig.from_pretrained(_location(cfg))
+        config = AutoConfig.from_pretrained(_location(cfg))
     except OSError as err:
         raise ConfigError(_offline_hint(cfg, err)) from err
+    except (ValueError, KeyError) as err:  # a model_type this transformers does not know
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ConfigError(
+            f"backbone {cfg['name']!r}: the model config at {_location(cfg)!r} cannot be read "
+            f"({type(err).__name__}: {reason}); supported families: {allowed_list(SUPPORTED_MODEL_TYPES)}"
+        ) from err
+    expected = cfg.get("model_type")
+    if expected is not None and cfg["source"] != "package" and config.model_type != expected:
+        raise ConfigError(
+            f"backbone {cfg['name']!r}: backbone.model_type={expected!r} but the model at {_location(cfg)!r} is "
+            f"{config.model_type!r}; set backbone.model_type=null to take the model's own"
+        )
+    return config
+
+
+def unsupported_message(name: str, model_type: Any, where: str | None = None) -> str:
+    """The error for an encoder family the PEFT injection does not know."""
+    at = f" at {where!r}" if where else ""
+    return (
+        f"backbone {name!r}{at} has architecture (model_type) {model_type!r}, which AutoPEFT does not support; "
+        f"supported families: {allowed_list(SUPPORTED_MODEL_TYPES)}. A BERT-layout family is added in one place: "
+        "SUPPORTED_MODEL_TYPES and encoder_layers() in autopeft/peft/inject.py (see docs/custom_tasks.md)"
+    )
 
 
 def _offline_hint(cfg: Mapping[str, Any], err: Exception) -> str:
+    if cfg.get("source") == "auto":
+        return (
+            f"could not load backbone {cfg['name']!r} from {cfg['name_or_path']!r} ({type(err).__name__}): it is not "
+            "a local folder, so it was looked up as a hub name, which needs network access to huggingface.co. "
+            "Offline, give a folder written by save_pretrained (docs/custom_tasks.md shows one made from "
+            "backbone=minilm)"
+        )
     return (
         f"could not load backbone {cfg['name']!r} from {cfg['name_or_path']!r} ({type(err).__name__}); "
         "hub backbones need network access to huggingface.co. Offline, use backbone=minilm or one of the "
-        "*_arch backbones (random weights)"
+        "*_arch backbones (random weights); a paper experiment runs offline with debug=smoke"
     )
 
 
@@ -126,10 +197,8 @@ def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
     validate_backbone_config(cfg)
     config = _model_config(cfg)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(
-            f"backbone {cfg['name']!r} has architecture {config.model_type!r}; supported families: "
-            f"{allowed_list(SUPPORTED_MODEL_TYPES)} (add one in autopeft/peft/inject.py)"
-        )
+        where = None if cfg["source"] == "random" else _location(cfg)
+        raise ConfigError(unsupported_message(cfg["name"], config.model_type, where))
     if not weights or cfg["source"] == "random":
         with torch.device("meta" if not weights else "cpu"):
             model = AutoModel.from_config(config)
@@ -139,6 +208,13 @@ def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
         except OSError as err:
             raise ConfigError(_offline_hint(cfg, err)) from err
     tokenizer = load_tokenizer(cfg) if weights else None
+    if tokenizer is not None and len(tokenizer) > config.vocab_size:
+        # Token ids past the embedding table would fail deep inside the first forward pass.
+        raise ConfigError(
+            f"backbone {cfg['name']!r}: its tokenizer has {len(tokenizer):,} tokens but the model's embedding "
+            f"table has {config.vocab_size:,} rows (vocab_size); the tokenizer does not belong to this model: "
+            "use the model's own tokenizer (backbone.tokenizer=null) or one of at most that size"
+        )
     shape = BackboneShape(
         name=cfg["name"],
         hidden_size=config.hidden_size,
@@ -156,10 +232,30 @@ def load_tokenizer(cfg: Mapping[str, Any]) -> Any:
         source_cfg = {"name": cfg["name"], **source_cfg}
     if source_cfg["source"] == "random":
         raise ConfigError(f"backbone {cfg['name']!r} has random weights and needs a 'tokenizer' entry")
+    folder = _folder(source_cfg)
+    if (
+        folder is not None
+        and source_cfg["source"] != "package"
+        and not any((folder / f).is_file() for f in _VOCAB_FILES)
+    ):
+        # transformers would build an empty tokenizer here (every word [UNK]) instead of failing.
+        raise ConfigError(
+            f"backbone {cfg['name']!r}: {str(folder)!r} holds no tokenizer files ({', '.join(_VOCAB_FILES)}); "
+            "save it next to the model with tokenizer.save_pretrained(folder), or name another with "
+            "backbone.tokenizer={source: path, name_or_path: <folder>}"
+        )
     try:
         return AutoTokenizer.from_pretrained(_location(source_cfg))
-    except OSError as err:
-        raise ConfigError(_offline_hint(source_cfg, err)) from err
+    except (OSError, ValueError, TypeError) as err:
+        if folder is not None and source_cfg["source"] != "package":
+            raise ConfigError(
+                f"backbone {cfg['name']!r}: no tokenizer could be loaded from {str(folder)!r} ({type(err).__name__}); "
+                "save it next to the model with tokenizer.save_pretrained(folder), or name another with "
+                "backbone.tokenizer={source: path, name_or_path: <folder>}"
+            ) from err
+        if isinstance(err, OSError):
+            raise ConfigError(_offline_hint(source_cfg, err)) from err
+        raise
 
 
 def shape_of(cfg: Mapping[str, Any]) -> BackboneShape:
@@ -168,4 +264,7 @@ def shape_of(cfg: Mapping[str, Any]) -> BackboneShape:
         cfg = OmegaConf.to_container(cfg, resolve=True)
     validate_backbone_config(cfg)
     config = _model_config(cfg)
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        where = None if cfg["source"] == "random" else _location(cfg)
+        raise ConfigError(unsupported_message(cfg["name"], config.model_type, where))
     return BackboneShape(cfg["name"], config.hidden_size, config.num_hidden_layers, config.num_attention_heads)

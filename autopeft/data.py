@@ -162,8 +162,10 @@ def load_raw_splits(spec: TaskSpec, data_seed: int) -> datasets.DatasetDict:
 
     Args:
         spec: The task. ``local`` sources read ``<path>/<split>.jsonl``; ``hub`` sources call
-            ``datasets.load_dataset(spec.path, spec.subset)``.
-        data_seed: Seed of the validation carve-out (used when ``splits.validation`` is None).
+            ``datasets.load_dataset(spec.path, spec.subset)``; custom tasks (user files or hub
+            datasets) are read by :func:`autopeft.custom_data.custom_raw_splits`.
+        data_seed: Seed of the validation carve-out (used when ``splits.validation`` is None;
+            for custom tasks also of a test carve-out).
 
     Returns:
         A DatasetDict with keys ``train``, ``validation``, ``test``.
@@ -172,6 +174,13 @@ def load_raw_splits(spec: TaskSpec, data_seed: int) -> datasets.DatasetDict:
         ConfigError: If splits, columns or labels do not fit the spec.
 
     """
+    if spec.benchmark == "custom":
+        from autopeft.custom_data import custom_raw_splits
+
+        raw = custom_raw_splits(spec, data_seed)
+        for key, ds in raw.items():
+            _check_labels(spec, key, ds)
+        return raw
     splits = _select_splits(spec, _load_source(spec))
     for key, ds in list(splits.items()):
         _check_columns(spec, key, ds)
@@ -290,11 +299,14 @@ def cache_key(
     """Return the sha256 hex key of a tokenised cache entry.
 
     It covers the cache format version, the whole TaskSpec, the data itself (file hashes
-    for local sources; hub path/subset otherwise), the tokenizer, ``max_length``, the caps
-    and ``data_seed``. Computing it reads neither raw rows nor calls the tokenizer.
+    for local sources and user files, so an edited file is tokenised afresh; hub
+    path/subset otherwise), the tokenizer, ``max_length``, the caps and ``data_seed``.
+    Computing it reads neither raw rows nor calls the tokenizer.
     """
     if spec.source == "local":
         data = {split: _sha256_file(path) for split, path in local_data_files(spec).items()}
+    elif spec.source == "files":
+        data = {split: _sha256_file(_user_file(split, path)) for split, path in spec.splits.items() if path is not None}
     else:
         data = {"path": spec.path, "subset": spec.subset}
     material = {
@@ -308,6 +320,13 @@ def cache_key(
         "data_seed": data_seed,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _user_file(split: str, path: str) -> Path:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"task.{split}: the file {path!r} does not exist")
+    return file
 
 
 def _cap(ds: datasets.Dataset, n: int | None, data_seed: int) -> datasets.Dataset:

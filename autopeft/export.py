@@ -84,8 +84,11 @@ def default_label_names(task: TaskSpec) -> list[str] | None:
     """The class names of ``task`` (index = label id), or None when it has none we can vouch for.
 
     A task whose labels were overridden (another ``num_labels`` or ``label_map`` than the
-    registry's) gets None: the registry names would then be wrong.
+    registry's) gets None: the registry names would then be wrong. A custom task carries its own
+    class names (in label-id order).
     """
+    if task.type == "classification" and getattr(task, "label_names", None):
+        return list(task.label_names)
     if task.type != "classification" or task.name not in LABEL_NAMES:
         return None
     names = LABEL_NAMES[task.name]

@@ -14,6 +14,12 @@ Input construction. A row becomes one or two text segments (``text_a``/``text_b`
 segment ``i`` is the value of ``text_columns[i]``, or, when ``text_template`` is set,
 ``text_template[i].format(**row)``. For multiple choice, the single segment is the
 *context* and each of ``choice_columns`` is paired with it as ``text_b``.
+
+User tasks. ``task=custom`` (``conf/task/custom.yaml``) builds a spec at run time from the
+user's own files or hub dataset (see :mod:`autopeft.custom_data` and ``docs/custom_tasks.md``):
+its type, labels and metrics are inferred from the data, and its data are checked before
+anything trains. The resolved spec (``benchmark="custom"``) is stored in exports and rebuilt
+from its fields alone, without the files.
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ from typing import Any
 from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
 from autopeft.metrics import METRICS, metric_kind
 
-BENCHMARKS = ("glue", "superglue", "standin")
-SOURCES = ("hub", "local")
+BENCHMARKS = ("glue", "superglue", "standin", "custom")
+SOURCES = ("hub", "local", "files")
 TASK_TYPES = ("classification", "regression", "multiple_choice")
 SPLIT_KEYS = ("train", "validation", "test")
+MISSING_TEXT_POLICIES = ("refuse", "drop")
+FILE_FORMATS = ("csv", "tsv", "json", "parquet")
+#: The config name of user tasks built at run time (``conf/task/custom.yaml``).
+CUSTOM_TASK = "custom"
 
 GLUE_PATH = "nyu-mll/glue"
 SUPERGLUE_PATH = "aps/super_glue"
@@ -45,11 +55,13 @@ class TaskSpec:
 
     Attributes:
         name: Registry name, e.g. ``"rte"``.
-        benchmark: ``"glue"``, ``"superglue"`` or ``"standin"``.
+        benchmark: ``"glue"``, ``"superglue"``, ``"standin"`` or ``"custom"`` (a user task).
         description: One or two human-readable sentences.
-        source: ``"hub"`` (Hugging Face dataset) or ``"local"`` (JSON-lines files).
-        path: Hub dataset id (``"nyu-mll/glue"``) or, for ``local``, a directory relative to
-            :func:`resources_dir` holding ``<split>.jsonl`` files (an absolute path also works).
+        source: ``"hub"`` (Hugging Face dataset), ``"local"`` (JSON-lines files in a folder)
+            or ``"files"`` (a user task's files; ``splits`` then holds their paths).
+        path: Hub dataset id (``"nyu-mll/glue"``); for ``local``, a directory relative to
+            :func:`resources_dir` holding ``<split>.jsonl`` files (an absolute path also works);
+            for ``files``, the training file.
         subset: Hub configuration name (``"rte"``), or ``None``.
         text_columns: One or two columns forming ``text_a`` / ``text_b`` (for multiple
             choice exactly one: the context).
@@ -58,14 +70,23 @@ class TaskSpec:
         num_labels: Number of classes; 1 for regression; number of choices for multiple choice.
         metrics: Metric names known to :mod:`autopeft.metrics`.
         main_metric: The metric a search optimises and the paper reports.
-        splits: Maps ``train``/``validation``/``test`` to a source split name; a ``None``
-            validation means "carve ``dev_fraction`` of train".
+        splits: Maps ``train``/``validation``/``test`` to a source split name (for ``files``:
+            a file path); a ``None`` validation means "carve ``dev_fraction`` of train", a
+            ``None`` test (custom tasks only) "carve ``test_fraction`` of train".
         label_map: Source label -> task label (e.g. SNLI 3-way -> binary), or ``None``.
         choice_columns: Columns holding the answer options (multiple choice only).
         text_template: ``None`` or one ``str.format`` template per text segment, filled
             from the row's columns, e.g. ``("{word}: {sentence1}", "{sentence2}")``.
         dev_fraction: Fraction of train carved off as validation when needed.
         standin_for: The registry task this offline stand-in substitutes, or ``None``.
+        label_names: Classification only: the class of each label id. Set for custom tasks,
+            whose raw label values (strings or numbers) are mapped to their index here; exports
+            predict these names.
+        test_fraction: Fraction of train carved off as test when ``splits.test`` is None.
+        missing_text: Rows whose text is missing or empty: ``"refuse"`` (fail before
+            training, with the count) or ``"drop"`` them (custom tasks).
+        file_format: ``csv``, ``tsv``, ``json`` (JSON Lines) or ``parquet``; None: from each
+            file's extension (``files`` sources).
 
     """
 
@@ -87,6 +108,10 @@ class TaskSpec:
     text_template: tuple[str, ...] | None = None
     dev_fraction: float = 0.1
     standin_for: str | None = None
+    label_names: tuple[str, ...] | None = None
+    test_fraction: float = 0.1
+    missing_text: str = "refuse"
+    file_format: str | None = None
 
     # ``splits``/``label_map`` are dicts, which the generated hash would choke on; hash the
     # canonical JSON form instead so specs can still be set members or dict keys.
@@ -313,6 +338,23 @@ _REGISTRY: tuple[TaskSpec, ...] = (
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _REGISTRY}
 
+# Defaults of a resolved custom spec: a stored ``TaskSpec.to_dict()`` replaces every field.
+_CUSTOM_BASE = TaskSpec(
+    name=CUSTOM_TASK,
+    benchmark="custom",
+    description="A user task from files or a hub dataset.",
+    source="files",
+    path="train",
+    subset=None,
+    text_columns=("text",),
+    label_column="label",
+    type="classification",
+    num_labels=2,
+    metrics=("accuracy",),
+    main_metric="accuracy",
+    splits={"train": "train", "validation": None, "test": None},
+)
+
 
 def get_task(name: str) -> TaskSpec:
     """Look up a built-in task by name.
@@ -322,12 +364,16 @@ def get_task(name: str) -> TaskSpec:
 
     """
     if name not in TASKS:
-        raise ConfigError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; allowed tasks: {allowed_list(TASKS)}")
+        names = [*TASKS, CUSTOM_TASK]
+        hint = " ('custom' needs its files: task=custom task.train=... task.text=...)" if name == CUSTOM_TASK else ""
+        raise ConfigError(
+            f"unknown task {name!r}{did_you_mean(name, names)}{hint}; allowed tasks: {allowed_list(names)}"
+        )
     return TASKS[name]
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TaskSpec))
-_TUPLE_FIELDS = ("text_columns", "metrics", "choice_columns", "text_template")
+_TUPLE_FIELDS = ("text_columns", "metrics", "choice_columns", "text_template", "label_names")
 
 
 def _to_plain(value: Any) -> Any:
@@ -359,18 +405,33 @@ def task_from_config(cfg: Mapping[str, Any]) -> TaskSpec:
 
     Args:
         cfg: ``{"name": <registry name>}`` plus optional overrides of any other TaskSpec
-            field, e.g. ``{"name": "rte", "dev_fraction": 0.2}``.
+            field, e.g. ``{"name": "rte", "dev_fraction": 0.2}``; or a user task
+            ``{"name": "custom", "train": <file>, "text": [...], ...}`` (the keys of
+            ``conf/task/custom.yaml``), whose data are read and checked here (see
+            :func:`autopeft.custom_data.custom_task_spec`); or a resolved custom spec
+            (``TaskSpec.to_dict()`` of one, as exports store it), rebuilt without its data.
 
     Raises:
-        ConfigError: On a missing/unknown name, an unknown key or an invalid value.
+        ConfigError: On a missing/unknown name, an unknown key or an invalid value; for
+            custom tasks also on data that do not fit (before anything trains).
 
     """
     cfg = _to_plain(cfg)
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"task config must be a mapping with a 'name' key, got {type(cfg).__name__}")
+    if cfg.get("name") == CUSTOM_TASK:
+        if cfg.get("benchmark") != "custom":
+            from autopeft.custom_data import custom_task_spec  # reads the user's data: import on demand
+
+            return custom_task_spec(cfg)
+        check_known_keys(cfg, _FIELD_NAMES, "task")
+        fields = {k: _coerce_override(_CUSTOM_BASE, k, v) for k, v in cfg.items()}
+        spec = dataclasses.replace(_CUSTOM_BASE, **fields)
+        validate_spec(spec)
+        return spec
     check_known_keys(cfg, _FIELD_NAMES, "task")
     if "name" not in cfg:
-        raise ConfigError(f"task.name is missing; allowed tasks: {allowed_list(TASKS)}")
+        raise ConfigError(f"task.name is missing; allowed tasks: {allowed_list([*TASKS, CUSTOM_TASK])}")
     base = get_task(cfg["name"])
     overrides = {k: _coerce_override(base, k, v) for k, v in cfg.items() if k != "name"}
     spec = dataclasses.replace(base, **overrides)
@@ -408,6 +469,9 @@ def _validate_basics(spec: TaskSpec) -> None:
     _check_choice(spec, "benchmark", BENCHMARKS)
     _check_choice(spec, "source", SOURCES)
     _check_choice(spec, "type", TASK_TYPES)
+    _check_choice(spec, "missing_text", MISSING_TEXT_POLICIES)
+    if spec.file_format is not None:
+        _check_choice(spec, "file_format", FILE_FORMATS)
     if spec.standin_for is not None and spec.standin_for not in TASKS:
         _fail(spec, "standin_for", f"is {spec.standin_for!r}; allowed: null or {allowed_list(TASKS)}")
 
@@ -439,6 +503,14 @@ def _validate_labels(spec: TaskSpec) -> None:
         _fail(spec, "num_labels", f"must be 1 for regression, got {n}")
     if spec.type != "regression" and n < 2:
         _fail(spec, "num_labels", f"must be >= 2 for {spec.type}, got {n}")
+    if spec.label_names is not None:
+        names = spec.label_names
+        if spec.type != "classification":
+            _fail(spec, "label_names", f"is only for classification tasks, got {names!r}")
+        if not isinstance(names, tuple) or not all(isinstance(v, str) and v for v in names):
+            _fail(spec, "label_names", f"must be a list of non-empty strings, got {names!r}")
+        if len(names) != n or len(set(names)) != n:
+            _fail(spec, "label_names", f"must name each of the {n} classes once, got {list(names)!r}")
     if spec.label_map is None:
         return
     if spec.type == "regression":
@@ -477,15 +549,26 @@ def _validate_splits(spec: TaskSpec) -> None:
     if not isinstance(spec.splits, Mapping) or set(spec.splits) != set(SPLIT_KEYS):
         got = list(spec.splits) if isinstance(spec.splits, Mapping) else spec.splits
         _fail(spec, "splits", f"must have exactly the keys {allowed_list(SPLIT_KEYS)}, got {got!r}")
-    for key in ("train", "test"):
+    # Only user tasks may carve their test split from train; built-in tasks test on a fixed split.
+    required = ("train",) if spec.benchmark == "custom" else ("train", "test")
+    for key in required:
         if not isinstance(spec.splits[key], str) or not spec.splits[key]:
             _fail(spec, f"splits.{key}", f"must name a source split, got {spec.splits[key]!r}")
-    if spec.splits["validation"] is not None and not isinstance(spec.splits["validation"], str):
-        _fail(spec, "splits.validation", "must name a source split or be null (carve from train)")
-    frac = spec.dev_fraction
-    is_number = isinstance(frac, (int, float)) and not isinstance(frac, bool)
-    if not is_number or not math.isfinite(frac) or not 0 < frac < 1:
-        _fail(spec, "dev_fraction", f"must be a number strictly between 0 and 1, got {frac!r}")
+    for key in SPLIT_KEYS:
+        if key not in required and spec.splits[key] is not None and not isinstance(spec.splits[key], str):
+            _fail(spec, f"splits.{key}", "must name a source split or be null (carve from train)")
+    for key in ("dev_fraction", "test_fraction"):
+        frac = getattr(spec, key)
+        is_number = isinstance(frac, (int, float)) and not isinstance(frac, bool)
+        if not is_number or not math.isfinite(frac) or not 0 < frac < 1:
+            _fail(spec, key, f"must be a number strictly between 0 and 1, got {frac!r}")
+    carved = (spec.splits["validation"] is None) * spec.dev_fraction + (
+        spec.splits["test"] is None
+    ) * spec.test_fraction
+    if carved >= 0.9:
+        _fail(
+            spec, "dev_fraction", f"and task.test_fraction carve {carved:.0%} of train; leave at least 10% to train on"
+        )
 
 
 def validate_spec(spec: TaskSpec) -> None:
@@ -509,6 +592,9 @@ del _spec
 
 __all__ = [
     "BENCHMARKS",
+    "CUSTOM_TASK",
+    "FILE_FORMATS",
+    "MISSING_TEXT_POLICIES",
     "SOURCES",
     "SPLIT_KEYS",
     "TASKS",

@@ -43,7 +43,9 @@ def test_hub_backbone_offline_says_what_to_use_instead(compose_cfg: Callable) ->
 
 
 def test_bad_source_and_pooling_are_refused(compose_cfg: Callable) -> None:
-    with pytest.raises(ConfigError, match=r"backbone\.source='ftp'; allowed: 'package', 'random', 'hub', 'path'"):
+    with pytest.raises(
+        ConfigError, match=r"backbone\.source='ftp'; allowed: 'package', 'random', 'hub', 'path', 'auto'"
+    ):
         load_backbone(compose_cfg("backbone.source=ftp").backbone)
     with pytest.raises(ConfigError, match=r"backbone\.pooling='max'; allowed: 'cls', 'mean'"):
         load_backbone(compose_cfg("backbone.pooling=max").backbone)

@@ -37,7 +37,7 @@ PAPER_MAIN_METRIC = {
 
 def test_every_task_has_a_conf_file_and_vice_versa() -> None:
     files = {p.stem for p in CONF_TASK.glob("*.yaml")}
-    assert files == set(TASKS)
+    assert files == {*TASKS, "custom"}  # custom.yaml: a user task built at run time (tests/test_custom_task.py)
     for name in TASKS:
         text = (CONF_TASK / f"{name}.yaml").read_text()
         assert text.startswith("# "), f"{name}.yaml needs a one-line comment"
@@ -46,6 +46,8 @@ def test_every_task_has_a_conf_file_and_vice_versa() -> None:
 
 def test_conf_files_build_valid_specs() -> None:
     for path in CONF_TASK.glob("*.yaml"):
+        if path.stem == "custom":
+            continue  # needs the user's files
         spec = task_from_config(OmegaConf.load(path))
         assert spec == TASKS[path.stem]
 

@@ -56,7 +56,7 @@ def parse_ref_point(cfg: Mapping[str, Any] | None) -> tuple[float | None, float 
     if not isinstance(cfg, Mapping):
         raise ConfigError(
             f"search.acquisition.ref_point={cfg!r} must be a mapping {{score: <number|null>, "
-            "param_percent: <number|null>}} (the worst acceptable score and the largest acceptable % params)"
+            "param_percent: <number|null>} (the worst acceptable score and the largest acceptable % params)"
         )
     unknown = [k for k in cfg if k not in ("score", "param_percent")]
     if unknown:
