@@ -5,8 +5,38 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+#: Test-only fault injection (tests/test_fault_injection.py). Set to a number of seconds, every
+#: durable write (a results-store append, an atomic file write) writes the first half of its bytes,
+#: fsyncs, sleeps that long, then writes the rest, so that a test can SIGKILL a real run in the middle
+#: of a write. Unset, as in every real run, each write is one ``write()`` call of the whole data.
+FAULT_DELAY_ENV = "AUTOPEFT_FAULT_DELAY_WRITE"
+
+
+def write_whole(handle: IO[Any], data: Any) -> None:
+    """``handle.write(data)`` in one call (see :data:`FAULT_DELAY_ENV` for the test-only pause)."""
+    delay = float(os.environ.get(FAULT_DELAY_ENV) or 0)
+    if delay > 0:
+        half = len(data) // 2
+        handle.write(data[:half])
+        handle.flush()
+        os.fsync(handle.fileno())
+        time.sleep(delay)
+        data = data[half:]
+    handle.write(data)
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the umask (read once, at import)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -16,7 +46,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            os.fchmod(handle.fileno(), _NEW_FILE_MODE)  # not mkstemp's 0600: readable like any new file
+            write_whole(handle, text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

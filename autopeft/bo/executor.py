@@ -128,9 +128,13 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker(gpu_queue: Any) -> None:
-    """Worker start-up: die with the parent, and take a GPU when there are several."""
+def _init_worker(gpu_queue: Any, threads: int) -> None:
+    """Worker start-up: die with the parent, take a GPU when there are several, share the CPU cores."""
     _die_with_parent()
+    import torch
+
+    # Each process would otherwise start one thread per core: N workers would run N x cores threads.
+    torch.set_num_threads(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
@@ -177,5 +181,8 @@ def make_executor(settings: ParallelSettings, workers: int) -> cf.Executor:
         for i in range(workers):
             gpu_queue.put(i % gpus)
     return cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(gpu_queue,)
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(gpu_queue, max(1, (os.cpu_count() or 1) // workers)),
     )

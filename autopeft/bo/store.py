@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.errors import ConfigError
+from autopeft.io import write_whole
 
 #: Keys every record must have.
 REQUIRED_KEYS = ("index", "point", "status", "score", "param_percent", "seconds", "seed")
@@ -98,6 +99,6 @@ class ResultsStore:
         self._drop_torn_tail()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("ab") as handle:
-            handle.write(line.encode("utf-8"))
+            write_whole(handle, line.encode("utf-8"))
             handle.flush()
             os.fsync(handle.fileno())
