@@ -275,10 +275,11 @@ def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
 
 def mode_retrain(cfg: DictConfig, run_dir: Path | None = None) -> list[dict[str, Any]]:
     """Retrain chosen configurations over seeds; write and print the mean ± sd table."""
-    from autopeft.evaluate import retrain, summarise
+    from autopeft.evaluate import retrain, retrain_settings, summarise
     from autopeft.io import atomic_write_json, atomic_write_text
     from autopeft.tasks import task_from_config
 
+    retrain_settings(cfg.retrain)  # a bad setting is reported before any warning about fidelity
     task = task_from_config(cfg.task)
     run_dir = run_dir_of(cfg) if run_dir is None else Path(run_dir)
     if cfg.fidelity.name != "full":

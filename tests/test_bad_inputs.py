@@ -4,7 +4,7 @@ Every case runs the real entry path (``dispatch`` on the composed config, or ``r
 Hydra itself checks) and asserts: exit status 2 (Hydra's own checks: 1), a single ``error:`` line
 without a traceback that names the bad value and the allowed ones, and nothing written: the run
 directory is not created and existing files are left byte for byte as they were.
-``python tests/test_bad_inputs.py`` prints the first line of every error (quoted in the notes).
+``python -m tests.test_bad_inputs`` prints the first line of every error (quoted in the notes).
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(
     tiny_cfg: Callable[..., DictConfig],
     tmp_path: Path,
     capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
     case: str,
     overrides: list[str],
     fragments: list[str],
@@ -146,6 +147,10 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(
     code, err = _dispatch(cfg, capsys)
     assert code == 2
     _assert_one_clear_line(err, fragments)
+    noise = [
+        r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR") and r.name.startswith("autopeft")
+    ]
+    assert not noise, f"{case}: logged before the error: {noise}"
     assert not (tmp_path / "run").exists(), f"{case}: the run directory was created"
 
 
@@ -252,6 +257,23 @@ def test_what_hydra_checks_is_reported_without_a_traceback(
 
 
 if __name__ == "__main__":  # print the first line of every error, for the notes
+    import contextlib
+    import io
+
+    from hydra import compose, initialize_config_dir
+
+    from autopeft.cli import register_resolvers
+
+    register_resolvers()
+    for case, overrides, _ in DISPATCH_CASES:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("run", overrides=["experiment=none", "backbone=tiny_bert", "debug=smoke", *overrides])
+        with open_dict(cfg):
+            cfg.run_dir = "/nonexistent/run"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.suppress(SystemExit):
+            dispatch(cfg)
+        print(f"{case}: {err.getvalue().strip().splitlines()[0]}")
     for case, args, _, _ in SUBPROCESS_CASES:
         argv = [a.replace("{file}", "/etc/hostname") for a in args]
         out = subprocess.run([sys.executable, "run.py", "mode=params", *argv], cwd=ROOT, capture_output=True, text=True)
