@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorForMultipleChoice, DataCollatorWithPadding
 
 from autopeft.errors import ConfigError, allowed_list
+from autopeft.io import sha256_file
 from autopeft.tasks import SPLIT_KEYS, TaskSpec, resources_dir
 
 # Bump when the tokenised layout changes so stale caches are never reused.
@@ -261,14 +262,6 @@ def make_collator(spec: TaskSpec, tokenizer: Any) -> BatchCollator:
 # --------------------------------------------------------------------------- caching
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """Identify a tokenizer by class name and a hash of its full definition.
 
@@ -304,9 +297,9 @@ def cache_key(
     Computing it reads neither raw rows nor calls the tokenizer.
     """
     if spec.source == "local":
-        data = {split: _sha256_file(path) for split, path in local_data_files(spec).items()}
+        data = {split: sha256_file(path) for split, path in local_data_files(spec).items()}
     elif spec.source == "files":
-        data = {split: _sha256_file(_user_file(split, path)) for split, path in spec.splits.items() if path is not None}
+        data = {split: sha256_file(_user_file(split, path)) for split, path in spec.splits.items() if path is not None}
     else:
         data = {"path": spec.path, "subset": spec.subset}
     material = {

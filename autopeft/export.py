@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -40,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from autopeft.backbones import load_backbone, load_tokenizer
 from autopeft.data import MODEL_COLUMNS, make_collator, make_encoder, tokenizer_fingerprint
 from autopeft.errors import ConfigError
+from autopeft.io import atomic_write_bytes, atomic_write_json, sha256_file
 from autopeft.model import AutoPeftModel
 from autopeft.peft import peft_from_config
 from autopeft.tasks import TASKS, TaskSpec, task_from_config
@@ -114,33 +113,6 @@ def frozen_fingerprint(model: torch.nn.Module) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)};".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` via a temp file in the same folder and an atomic rename (see autopeft.io)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates files readable by their owner only; an export is meant to be shared.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _serialise(tensors: dict[str, torch.Tensor]) -> tuple[bytes, str, str]:
@@ -254,7 +226,7 @@ def save_export(
     # Contiguous CPU copies: safetensors refuses views, and the model may sit on a GPU.
     tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in saved.items()}
     data, fmt, filename = _serialise(tensors)
-    _atomic_write_bytes(path / filename, data)
+    atomic_write_bytes(path / filename, data)
     record = dict(record or {})
     manifest = {
         "format": EXPORT_FORMAT,
@@ -291,7 +263,7 @@ def save_export(
     }
     # The manifest goes last: it names the weights' checksum, so a run killed in between
     # leaves an export that fails loudly instead of one that loads stale weights.
-    _atomic_write_bytes(path / MANIFEST_NAME, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
+    atomic_write_json(path / MANIFEST_NAME, manifest)
     return path
 
 
@@ -439,7 +411,7 @@ def load_export(path: str | Path, *, device: str | torch.device = "cpu", verify_
     weights_file = folder / str(weights.get("file", ""))
     if not weights_file.is_file():
         raise ExportError(f"{file} names the weights file {weights_file}, which does not exist")
-    if weights.get("sha256") and _sha256(weights_file) != weights["sha256"]:
+    if weights.get("sha256") and sha256_file(weights_file) != weights["sha256"]:
         raise ExportError(
             f"weights file {weights_file} does not match the checksum in {file.name}: it is corrupt, "
             "truncated or from another export"

@@ -17,6 +17,7 @@ from autopeft.backbones import shape_of
 from autopeft.data import _cap, load_raw_splits
 from autopeft.errors import ConfigError
 from autopeft.export import ExportError, load_export, save_export
+from autopeft.io import sha256_file
 from autopeft.objective import TrainingObjective
 from autopeft.space import SearchSpace
 from autopeft.train import build, train_and_evaluate, validate_run_config
@@ -149,7 +150,7 @@ def test_corrupt_or_mismatched_files_fail_naming_the_file(tiny_cfg: Callable, tm
         # A consistent checksum, so the key check (not the checksum) has to catch it.
         save_file(tensors, str(weights))
         manifest = json.loads(good_manifest)
-        manifest["weights"]["sha256"] = export._sha256(weights)
+        manifest["weights"]["sha256"] = sha256_file(weights)
         manifest_file.write_text(json.dumps(manifest))
 
     weights.write_bytes(good_weights)
