@@ -35,8 +35,6 @@ Outputs (each only when its inputs exist):
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
@@ -50,6 +48,7 @@ from typing import Any
 from autopeft.bo.pareto import is_success
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
+from autopeft.io import csv_text
 from autopeft.report_plots import (
     plot_distribution,
     plot_fronts,
@@ -217,11 +216,7 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], metr
 
 def table_csv(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> str:
     """Rows as CSV."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["configuration", *tasks, "avg", "% params"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return csv_text(["configuration", *tasks, "avg", "% params"], rows)
 
 
 # ---------------------------------------------------------------------- fidelity
@@ -642,11 +637,7 @@ def proposal_medians(points: Mapping[str, Sequence[ProposalPoint]]) -> list[dict
 
 def proposal_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """Median rows as CSV with :data:`PROPOSAL_COLUMNS` as the header."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PROPOSAL_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return csv_text(PROPOSAL_COLUMNS, rows)
 
 
 # ---------------------------------------------------------------------- entry point

@@ -26,8 +26,6 @@ twice (in two retraining runs) counts once.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -41,6 +39,7 @@ from typing import Any
 
 from autopeft.bo.store import ResultsStore
 from autopeft.evaluate import RETRAIN_RECORD_KEYS
+from autopeft.io import csv_text
 
 log = logging.getLogger("autopeft.report")
 
@@ -368,8 +367,4 @@ def transfer_rows(cells: Sequence[TransferCell]) -> list[dict[str, Any]]:
 
 def transfer_csv(cells: Sequence[TransferCell]) -> str:
     """The cells as CSV, one row per cell, with :data:`TRANSFER_COLUMNS` as the header."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TRANSFER_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(transfer_rows(cells))
-    return buffer.getvalue()
+    return csv_text(TRANSFER_COLUMNS, transfer_rows(cells))

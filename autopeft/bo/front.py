@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from autopeft.bo.pareto import is_success, objective_matrix, pareto_mask
-from autopeft.io import atomic_write_json, atomic_write_text, save_figure
+from autopeft.io import atomic_write_json, atomic_write_text, csv_text, save_figure
 
 FRONT_COLUMNS = ("rank", "score", "param_percent", "paper_params", "trainable_params", "configuration", "index")
 
@@ -69,11 +67,7 @@ def front_markdown(rows: Sequence[Mapping[str, Any]], metric: str, title: str) -
 
 def front_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """The front as CSV with :data:`FRONT_COLUMNS` as the header."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FRONT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return csv_text(FRONT_COLUMNS, rows)
 
 
 def plot_search(
