@@ -65,6 +65,8 @@ import pytest
 from autopeft.bo.store import CorruptStoreError, ResultsStore
 from autopeft.io import FAULT_DELAY_ENV, atomic_write_text
 from tests.bo.conftest import TINY_SEARCH
+from tests.processes import children_of, is_alive
+from tests.processes import search_command as tiny_search_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +124,7 @@ class Run:
         """Poll ``condition`` until it holds (True), or the process exits or time runs out (False)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.alive():
-            self.children |= _children(self.pid)
+            self.children |= children_of(self.pid)
             if condition():
                 return True
             time.sleep(0.01)
@@ -135,7 +137,7 @@ class Run:
 
     def kill(self) -> float:
         """SIGKILL the process (not its workers: they must go by themselves); return its lifetime."""
-        self.children |= _children(self.pid)
+        self.children |= children_of(self.pid)
         os.kill(self.pid, signal.SIGKILL)
         self.process.wait()
         self._reader.join(timeout=30)
@@ -153,33 +155,18 @@ def _no_run_left_behind() -> Iterator[None]:
     yield
     for run in Run.started_runs:
         for pid in [run.pid, *run.children]:
-            if _alive(pid):
+            if is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         run.process.wait()
     Run.started_runs.clear()
 
 
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):  # the task ended meanwhile
-            out |= {int(c) for c in task.read_text().split()}
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-
-
 def _no_orphans(run: Run) -> None:
     """Worker processes of a killed run must exit by themselves (their pipe to it is gone)."""
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(_alive(pid) for pid in run.children):
+    while time.monotonic() < deadline and any(is_alive(pid) for pid in run.children):
         time.sleep(0.1)
-    left = [pid for pid in run.children if _alive(pid)]
+    left = [pid for pid in run.children if is_alive(pid)]
     for pid in left:  # do not leave them running if the assertion fails
         os.kill(pid, signal.SIGKILL)
     assert not left, f"workers {left} outlived the killed run"
@@ -294,17 +281,7 @@ def _table(title: str, kills: list[Kill], unit: str = "evaluations") -> str:
 
 
 def search_command(tmp_path: Path, run_dir: Path, *extra: str, cache: str = "cache") -> list[str]:
-    return [
-        sys.executable,
-        "run.py",
-        "experiment=none",
-        "backbone=tiny_bert",
-        "debug=smoke",
-        *SEARCH,
-        f"data.cache_dir={tmp_path / cache}",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
+    return tiny_search_command(tmp_path, run_dir, *extra, search=SEARCH, cache=cache)
 
 
 def resume_command(tmp_path: Path, run_dir: Path) -> list[str]:

@@ -16,22 +16,9 @@ from omegaconf import DictConfig, open_dict
 
 from autopeft.cli import dispatch, mode_search
 from tests.bo.conftest import TINY_SEARCH
+from tests.processes import search_command
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def command(tmp_path: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "run.py",
-        "experiment=none",
-        "backbone=tiny_bert",
-        "debug=smoke",
-        *TINY_SEARCH,
-        f"data.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
 
 
 def run(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
@@ -47,7 +34,7 @@ def results(run_dir: Path) -> list[tuple]:
 
 def test_search_writes_front_table_plot_and_summary(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = run(command(tmp_path, run_dir))
+    result = run(search_command(tmp_path, run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "### BO search: rotten_tomatoes, tiny_bert, space autopeft" in result.stdout
     assert "| # | accuracy (val) | % params (paper) |" in result.stdout
@@ -64,11 +51,11 @@ def test_search_writes_front_table_plot_and_summary(tmp_path: Path) -> None:
 
 def test_sigkilled_search_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
-    assert run(command(tmp_path, reference)).returncode == 0
+    assert run(search_command(tmp_path, reference)).returncode == 0
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        command(tmp_path, killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        search_command(tmp_path, killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     store = killed / "results.jsonl"
     deadline = time.monotonic() + 300

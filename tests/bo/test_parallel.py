@@ -19,6 +19,7 @@ from autopeft.bo.loop import PROPOSAL_KEYS, run_search
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
 from tests.bo.conftest import TINY_SEARCH, SyntheticObjective
+from tests.processes import children_of, is_alive, search_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,57 +91,30 @@ def test_bad_parallel_settings_are_named(values: dict, message: str) -> None:
         ParallelSettings.from_config(values)
 
 
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        out |= {int(c) for c in task.read_text().split()}
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status
-
-
 def test_sigkilled_parallel_search_resumes_and_leaves_no_worker_behind(tmp_path: Path) -> None:
     """A real run.py search with 2 worker processes, SIGKILLed mid-search, then resumed."""
     run_dir = tmp_path / "run"
-    args = [
-        sys.executable,
-        "run.py",
-        "experiment=none",
-        "backbone=tiny_bert",
-        "debug=smoke",
-        *TINY_SEARCH,
-        "search.n_init=6",
-        "search.n_iter=4",
-        "search.parallel.workers=2",
-        f"data.cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={run_dir}",
-    ]
+    args = search_command(tmp_path, run_dir, "search.n_init=6", "search.n_iter=4", "search.parallel.workers=2")
     process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = run_dir / "results.jsonl"
     deadline = time.monotonic() + 300
     workers: set[int] = set()
     while time.monotonic() < deadline and process.poll() is None:
-        workers |= _children(process.pid)
+        workers |= children_of(process.pid)
         if store.exists() and len(store.read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
     assert process.poll() is None, "the search finished before it could be killed"
-    workers |= _children(process.pid)
+    workers |= children_of(process.pid)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     before = _indices(run_dir)
     assert 3 <= len(before) < 10 and len(set(before)) == len(before)
     assert workers, "no worker process was seen"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+    while time.monotonic() < deadline and any(is_alive(pid) for pid in workers):
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in workers), "a worker outlived the killed search"
+    assert not any(is_alive(pid) for pid in workers), "a worker outlived the killed search"
 
     resumed = subprocess.run(
         [sys.executable, "run.py", f"resume={run_dir}", f"data.cache_dir={tmp_path / 'cache'}"],

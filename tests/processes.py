@@ -1,0 +1,44 @@
+"""Helpers of the tests that run ``run.py`` as a real process: the command line, and its children."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.bo.conftest import TINY_SEARCH
+
+
+def search_command(
+    tmp_path: Path, run_dir: Path, *extra: str, search: Sequence[str] = TINY_SEARCH, cache: str = "cache"
+) -> list[str]:
+    """``python run.py`` for a short search on the tiny BERT (``debug=smoke`` data) into ``run_dir``."""
+    return [
+        sys.executable,
+        "run.py",
+        "experiment=none",
+        "backbone=tiny_bert",
+        "debug=smoke",
+        *search,
+        f"data.cache_dir={tmp_path / cache}",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
+
+
+def children_of(pid: int) -> set[int]:
+    """The pids of the direct children of ``pid`` (Linux ``/proc``; empty once it is gone)."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):  # the task ended meanwhile
+            out |= {int(c) for c in task.read_text().split()}
+    return out
+
+
+def is_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
