@@ -44,7 +44,11 @@ from autopeft.peft import peft_from_config
 from autopeft.tasks import TASKS, TaskSpec, task_from_config
 
 #: Bump when the folder layout or a manifest field's meaning changes; loading refuses newer formats.
-EXPORT_FORMAT_VERSION = 1
+#: 2 added ``peft.sa_placement`` and ``peft.adapter_init``; version 1 exports were trained with
+#: the serial adapter on the raw FFN output, so they load with the ``houlsby`` wiring.
+EXPORT_FORMAT_VERSION = 2
+#: PEFT fields a version 1 manifest lacks, with the behaviour version 1 had.
+_VERSION_1_PEFT = {"sa_placement": "houlsby", "adapter_init": "zero_up"}
 EXPORT_FORMAT = "autopeft-export"
 MANIFEST_NAME = "autopeft.json"
 EXPORT_DIRNAME = "export"
@@ -423,7 +427,10 @@ def load_export(path: str | Path, *, device: str | torch.device = "cpu", verify_
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(manifest["seed"]))
             backbone = load_backbone(manifest["backbone"])
-        spec = peft_from_config(manifest["peft"], backbone.shape)
+        peft = dict(manifest["peft"])
+        if manifest["format_version"] == 1:
+            peft = {**_VERSION_1_PEFT, **peft}
+        spec = peft_from_config(peft, backbone.shape)
         head = manifest["head"]
         model = AutoPeftModel(backbone, spec, task.type, task.num_labels, float(head.get("dropout", 0.1)))
     except ExportError:

@@ -170,7 +170,9 @@ def test_corrupt_or_mismatched_files_fail_naming_the_file(tiny_cfg: Callable, tm
     manifest_file.write_text(good_manifest[:50])
     with pytest.raises(ExportError, match=r"autopeft\.json is not a readable export manifest"):
         load_export(path)
-    manifest_file.write_text(good_manifest.replace('"format_version": 1', '"format_version": 99'))
+    manifest_file.write_text(
+        good_manifest.replace(f'"format_version": {export.EXPORT_FORMAT_VERSION}', '"format_version": 99')
+    )
     with pytest.raises(ExportError, match=r"autopeft\.json has export format_version=99"):
         load_export(path)
     with pytest.raises(ExportError, match="no export at"):
@@ -225,3 +227,18 @@ def test_default_exports_peft_runs_but_not_full_fine_tuning(tiny_cfg: Callable, 
         tiny_cfg("mode=train", "peft=fft", "peft.sa_size=0", "trainer.save_weights=true"), tmp_path / "f2"
     )
     assert forced["export"] is not None
+
+
+def test_a_version_1_export_loads_with_the_wiring_it_was_trained_with(tiny_cfg: Callable, tmp_path: Path) -> None:
+    """Exports written before ``sa_placement`` existed had the serial adapter on h (houlsby)."""
+    cfg = tiny_cfg("mode=train", "peft=sa", "peft.sa_placement=houlsby", "peft.adapter_init=zero_up")
+    model, path = _built_export(cfg, tmp_path / "export")
+    manifest_file = path / "autopeft.json" if path.is_dir() else path
+    manifest = json.loads(manifest_file.read_text())
+    manifest["format_version"] = 1
+    for key in ("sa_placement", "adapter_init"):
+        del manifest["peft"][key]
+    manifest_file.write_text(json.dumps(manifest))
+    predictor = load_export(manifest_file)
+    assert predictor.model.spec.sa_placement == "houlsby"
+    assert torch.equal(predictor.scores(NEW_SENTENCES), _in_memory_scores(model, predictor, NEW_SENTENCES))

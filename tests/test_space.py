@@ -233,6 +233,8 @@ def test_to_peft_uses_fixed_fields_and_leaves_unsearched_modules_off() -> None:
         "prefix_bottleneck": 800,
         "lora_alpha": 8.0,
         "lora_targets": ["query", "value"],
+        "sa_placement": "pfeiffer",  # the paper's serial adapter and initialisation (space.fixed)
+        "adapter_init": "adapterhub",
         "gated": False,  # the baselines' options stay off in searched configurations
         "layer_switch": False,
         "adaptable_layers": None,

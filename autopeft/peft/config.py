@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.peft.adapters import ADAPTER_INITS, SA_PLACEMENTS
 
 #: Linear projections of a BERT/RoBERTa layer that LoRA can adapt, by config name.
 LORA_TARGETS: dict[str, str] = {
@@ -73,6 +74,12 @@ class PeftSpec:
         lora_targets: Projections LoRA adapts; keys of :data:`LORA_TARGETS`.
         lora_dropout: Dropout on the LoRA input.
         adapter_dropout: Dropout inside the serial and parallel adapters' bottleneck.
+        sa_placement: How the serial adapter is wired (:mod:`autopeft.peft.adapters`):
+            ``"pfeiffer"`` (it reads LN(h + x), as the authors' AdapterHub ``AutoPEFTConfig``
+            and Pfeiffer et al. 2020; the default) or ``"houlsby"`` (it reads the raw FFN output h).
+        adapter_init: How the serial and parallel adapters start: ``"adapterhub"`` (the
+            authors' code: serial N(0, 0.02), parallel zero up-projection; the default) or
+            ``"zero_up"`` (zero up-projections: every adapter is an identity at initialisation).
         full_finetune: Train every backbone weight (no PEFT module may be on).
         gated: UniPELT gating (Mao et al., 2022): every module's output is scaled by its own
             learned gate sigma(W_g x + b_g), see :mod:`autopeft.peft.gates`.
@@ -106,6 +113,8 @@ class PeftSpec:
     lora_targets: tuple[str, ...] = ("query", "value")
     lora_dropout: float = 0.0
     adapter_dropout: float = 0.0
+    sa_placement: str = "pfeiffer"
+    adapter_init: str = "adapterhub"
     full_finetune: bool = False
     gated: bool = False
     layer_switch: bool = False
@@ -269,6 +278,9 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
     for key in ("pa_scale", "lora_alpha"):
         if not float(getattr(spec, key)) > 0:
             raise ConfigError(f"peft.{key}={getattr(spec, key)} must be > 0")
+    for key, allowed in (("sa_placement", SA_PLACEMENTS), ("adapter_init", ADAPTER_INITS)):
+        if getattr(spec, key) not in allowed:
+            raise ConfigError(f"peft.{key}={getattr(spec, key)!r} is not allowed; allowed: {allowed_list(allowed)}")
     if _as_int(spec.prefix_bottleneck, "prefix_bottleneck") < 1:
         raise ConfigError(f"peft.prefix_bottleneck={spec.prefix_bottleneck} must be >= 1")
     for key in ("lora_dropout", "adapter_dropout"):

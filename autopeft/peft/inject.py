@@ -12,7 +12,7 @@ from torch import nn
 
 from autopeft.errors import ConfigError, allowed_list
 from autopeft.peft.adamix import AdaMixFeedForwardOutput, MixtureOfAdapters
-from autopeft.peft.adapters import AdaptedFeedForwardOutput, Bottleneck
+from autopeft.peft.adapters import AdaptedFeedForwardOutput, Bottleneck, bottleneck_init
 from autopeft.peft.config import LORA_TARGETS, PeftSpec
 from autopeft.peft.gates import Gate, TokenMask
 from autopeft.peft.lora import LoRALinear
@@ -98,12 +98,17 @@ def inject_peft(model: nn.Module, spec: PeftSpec, tokens: TokenMask | None = Non
         elif spec.sa_size or spec.pa_size:
             layer.output = AdaptedFeedForwardOutput(
                 layer.output,
-                Bottleneck(hidden, spec.sa_size, spec.adapter_dropout) if spec.sa_size else None,
-                Bottleneck(hidden, spec.pa_size, spec.adapter_dropout) if spec.pa_size else None,
+                Bottleneck(hidden, spec.sa_size, spec.adapter_dropout, bottleneck_init(spec.adapter_init, serial=True))
+                if spec.sa_size
+                else None,
+                Bottleneck(hidden, spec.pa_size, spec.adapter_dropout, bottleneck_init(spec.adapter_init, serial=False))
+                if spec.pa_size
+                else None,
                 spec.pa_scale,
                 serial_gate=gate() if spec.sa_size else None,
                 parallel_gate=gate() if spec.pa_size else None,
                 switch=LayerSwitch(spec.switch_temperature) if spec.layer_switch else None,
+                sa_placement=spec.sa_placement,
             )
         if prefix is not None:
             layer.attention.self = PrefixSelfAttention(layer.attention.self, prefix, slot, gate())

@@ -172,7 +172,8 @@ def test_experts_start_as_the_source_initialises_them_not_as_the_identity() -> N
 def test_adamix_off_keeps_the_serial_adapter_as_it_was() -> None:
     encoder = tiny_encoder()
     reference = frozen_copy(encoder)
-    model = AutoPeftModel(as_backbone(encoder), PeftSpec(layers=ALL, sa_size=8), "classification", 2).eval()
+    spec = PeftSpec(layers=ALL, sa_size=8, adapter_init="zero_up")
+    model = AutoPeftModel(as_backbone(encoder), spec, "classification", 2).eval()
     assert not mixtures(model)
     assert all(isinstance(layer.output, AdaptedFeedForwardOutput) for layer in model.encoder.encoder.layer)
     ids, mask = batch()

@@ -152,7 +152,7 @@ def test_gated_adapters_and_lora_are_identity_at_init() -> None:
     """The gates multiply zero-initialised branches, so the frozen model is reproduced exactly."""
     encoder = tiny_encoder()
     reference = frozen_copy(encoder)
-    spec = PeftSpec(layers=ALL, sa_size=8, pa_size=4, lora_rank=4, gated=True)
+    spec = PeftSpec(layers=ALL, sa_size=8, pa_size=4, lora_rank=4, gated=True, adapter_init="zero_up")
     model = AutoPeftModel(as_backbone(encoder), spec, "classification", 2).eval()
     ids, mask = batch()
     with torch.no_grad():
@@ -172,8 +172,9 @@ def test_gated_serial_adapter_and_lora_follow_their_formulas() -> None:
         block.serial_gate.proj.weight.normal_()
         inter, x = torch.randn(2, 5, 64), torch.randn(2, 5, 32)
         h = block.base.dense(inter)
-        g = torch.sigmoid(block.serial_gate.proj(h)).mean(dim=1, keepdim=True)
-        expected = block.base.LayerNorm(h + g * block.serial(h) + x)
+        z = block.base.LayerNorm(h + x)  # the Pfeiffer serial adapter's (and its gate's) input
+        g = torch.sigmoid(block.serial_gate.proj(z)).mean(dim=1, keepdim=True)
+        expected = block.base.LayerNorm(h + g * block.serial(z) + x)
         torch.testing.assert_close(block(inter, x), expected)
         g_q = torch.sigmoid(query.gate.proj(x)).mean(dim=1, keepdim=True)
         lora = query.scaling * g_q * (x @ query.lora_a.t() @ query.lora_b.t())

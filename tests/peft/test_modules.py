@@ -13,11 +13,15 @@ from autopeft.peft.prefix import PrefixSelfAttention, extend_attention_mask
 from tests.helpers import as_backbone, batch, frozen_copy, tiny_encoder
 
 ALL = (0, 1, 2)
+# With zero up-projections every adapter is an exact identity at initialisation, in either
+# serial-adapter wiring; AdapterHub's initialisation (the default) keeps it for PA and LoRA only
+# (tests/peft/test_serial_wiring.py).
 IDENTITY_SPECS = {
-    "sa": PeftSpec(layers=ALL, sa_size=8),
+    "sa": PeftSpec(layers=ALL, sa_size=8, adapter_init="zero_up"),
+    "sa-houlsby": PeftSpec(layers=ALL, sa_size=8, adapter_init="zero_up", sa_placement="houlsby"),
     "pa": PeftSpec(layers=ALL, pa_size=8),
     "lora": PeftSpec(layers=ALL, lora_rank=4, lora_targets=("query", "key", "value", "intermediate", "output")),
-    "sa+pa+lora": PeftSpec(layers=(1, 2), sa_size=4, pa_size=16, lora_rank=2),
+    "sa+pa+lora": PeftSpec(layers=(1, 2), sa_size=4, pa_size=16, lora_rank=2, adapter_init="zero_up"),
 }
 
 
@@ -69,9 +73,9 @@ def test_insertion_mask_selects_layers() -> None:
     assert model.prefix_encoder is not None and model.prefix_encoder.num_layers == 2
 
 
-def test_serial_adapter_follows_equation_one() -> None:
-    """SA output = LayerNorm(h + ReLU(h W_down) W_up + x) with h the FFN output (paper eq. 1)."""
-    model, _ = _injected(PeftSpec(layers=(0,), sa_size=4))
+def test_houlsby_serial_adapter_follows_equation_one() -> None:
+    """Houlsby wiring: LayerNorm(h + ReLU(h W_down) W_up + x) with h the FFN output (eq. 1 literally)."""
+    model, _ = _injected(PeftSpec(layers=(0,), sa_size=4, sa_placement="houlsby"))
     block = model.encoder.encoder.layer[0].output
     torch.manual_seed(3)
     with torch.no_grad():
