@@ -8,6 +8,7 @@ the backbone does not allow.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -352,6 +353,30 @@ def _validate_layer_switch(spec: PeftSpec) -> None:
             )
 
 
+#: Size fields that also accept ``"d_h/K"``: the hidden size divided by K, AdapterHub's
+#: ``reduction_factor`` (so a preset such as Pfeiffer's D_h/16 is 48 on BERT-base, 64 on BERT-large).
+RELATIVE_SIZE_FIELDS = ("sa_size", "pa_size")
+_RELATIVE_SIZE = re.compile(r"\s*d_h\s*/\s*(\d+)\s*")
+
+
+def resolve_size(value: Any, key: str, shape: BackboneShape) -> Any:
+    """``"d_h/K"`` -> ``max(1, D_h // K)`` on ``shape`` (AdapterHub's rounding); other values unchanged.
+
+    Raises:
+        ConfigError: On a string that is not ``d_h/K`` with K a positive integer.
+
+    """
+    if not isinstance(value, str):
+        return value
+    match = _RELATIVE_SIZE.fullmatch(value)
+    if match is None or int(match.group(1)) < 1:
+        raise ConfigError(
+            f"peft.{key}={value!r} must be an integer or 'd_h/K' with K a positive integer "
+            f"(e.g. 'd_h/16' = {max(1, shape.hidden_size // 16)} on backbone {shape.name!r})"
+        )
+    return max(1, shape.hidden_size // int(match.group(1)))
+
+
 def peft_from_config(cfg: Mapping[str, Any], shape: BackboneShape) -> PeftSpec:
     """Build and validate a :class:`PeftSpec` from the Hydra ``peft`` node.
 
@@ -365,6 +390,9 @@ def peft_from_config(cfg: Mapping[str, Any], shape: BackboneShape) -> PeftSpec:
     """
     check_known_keys(cfg, _SPEC_KEYS, "peft")
     values = {key: cfg[key] for key in cfg}
+    for key in RELATIVE_SIZE_FIELDS:
+        if key in values:
+            values[key] = resolve_size(values[key], key, shape)
     if "layers" in values:
         values["layers"] = resolve_layers(_plain(values["layers"]), shape)
     if "lora_targets" in values:
