@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.errors import ConfigError, allowed_list, did_you_mean
+from autopeft.protocol import DEFAULT_PROTOCOL, protocol_of, record_scoring, scores_caption, scores_text, scoring
 
 
 def register_resolvers() -> None:
@@ -164,6 +165,9 @@ def _finished_train_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | N
         saved.pop(key, None)
     for node in (current, saved):
         (node.get("data") or {}).pop("cache_dir", None)
+    if isinstance(saved.get("data"), dict):
+        # Cells finished before data.protocol existed ran the default (held-out) protocol.
+        saved["data"].setdefault("protocol", DEFAULT_PROTOCOL)
     if saved != current:
         raise ConfigError(
             f"{run_dir} already holds a finished run of a different configuration; use another "
@@ -183,6 +187,7 @@ def _train_summary(record: dict[str, Any]) -> str:
         for split in ("validation", "test"):
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"][split].items())
             lines.append(f"  {split:<10} {metrics}")
+        lines.append(f"  test is:   {scores_text(*record_scoring(record))}")
     lines.append(
         f"  time: {record['total_seconds']:.1f}s total, {record['train_seconds']:.1f}s fit, "
         f"{record['samples_per_second']:.1f} train samples/s on {record['device']}"
@@ -235,7 +240,8 @@ def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     import torch
 
     trace = hypervolume_trace(records, None if ref is None else torch.tensor(ref, dtype=torch.float64))
-    title = f"{cfg.search.method.upper()} search: {task.name}, {cfg.backbone.name}, space {result['space'].name}"
+    what = "Enumeration" if result["searcher"] == "enumeration" else f"{cfg.search.method.upper()} search"
+    title = f"{what}: {task.name}, {cfg.backbone.name}, space {result['space'].name}"
     summary = {
         "task": task.name,
         "metric": task.main_metric,
@@ -247,12 +253,31 @@ def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         "hypervolume_trace": trace,
         "timings": result["timings"],
         "run_dir": str(run_dir),
+        "searcher": result["searcher"],
+        "failure": result["failure"],
     }
     paths = write_search_report(run_dir, records, trace, task.main_metric, title, summary)
     if wandb_logger is None:
         wandb_logger = SearchWandb(cfg, run_dir)
     wandb_logger.log_final(front_rows(records), paths["plot"], summary)
     print(_search_summary(summary, paths))
+    return summary
+
+
+def search_command(cfg: DictConfig) -> dict[str, Any]:
+    """``mode=search`` from the command line: :func:`mode_search`, failing when nothing succeeded.
+
+    A search whose evaluations all failed (or that evaluated nothing) still writes its report,
+    then the process exits with status 1 and says why. A pipeline calls :func:`mode_search`
+    itself and decides on its own what a failed stage means.
+
+    Raises:
+        SystemExit: With ``error: ...`` (exit status 1) if the search has no successful evaluation.
+
+    """
+    summary = mode_search(cfg)
+    if summary["failure"]:
+        raise SystemExit(f"error: the search ended with no successful evaluation: {summary['failure']}")
     return summary
 
 
@@ -263,7 +288,9 @@ def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
         "",
         paths["front_md"].read_text().rstrip(),
         "",
-        f"{state['evaluations']} evaluations ({state['failed']} failed), front {state['front_size']}, "
+        f"{state['evaluations']} evaluations ({state['failed']} failed"
+        + ("; every configuration of the space, enumerated" if summary["searcher"] == "enumeration" else "")
+        + f"), front {state['front_size']}, "
         f"hypervolume {hv} (reference point {state['ref_point']}), "
         f"{timings['wall_seconds']:.0f}s this session "
         f"({timings['evaluate_seconds']:.0f}s training, {timings['propose_seconds']:.0f}s proposing)",
@@ -275,7 +302,7 @@ def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
 
 def mode_retrain(cfg: DictConfig, run_dir: Path | None = None) -> list[dict[str, Any]]:
     """Retrain chosen configurations over seeds; write and print the mean ± sd table."""
-    from autopeft.evaluate import retrain, retrain_settings, summarise
+    from autopeft.evaluate import pick_markdown, retrain, retrain_settings, summarise
     from autopeft.io import atomic_write_json, atomic_write_text
     from autopeft.tasks import task_from_config
 
@@ -290,9 +317,12 @@ def mode_retrain(cfg: DictConfig, run_dir: Path | None = None) -> list[dict[str,
         )
     records = retrain(cfg, run_dir)
     rows = summarise(records, task.main_metric)
+    scores = scores_caption({task.name: [record_scoring(r) for r in records if r.get("status") == "ok"]})
     lines = [
         f"### Retrained at fidelity {cfg.fidelity.name}: {task.name}, {cfg.backbone.name}, "
-        f"{task.main_metric} on the held-out split (mean ± sd over seeds)",
+        f"{task.main_metric} (mean ± sd over seeds)",
+        "",
+        scores or f"Scores: {scores_text(protocol_of(cfg.data), scoring(task.benchmark, protocol_of(cfg.data)))}.",
         "",
         f"| configuration | {task.main_metric} | seeds | % params (paper) | search score | description |",
         "|:--|--:|--:|--:|--:|:--|",
@@ -305,8 +335,13 @@ def mode_retrain(cfg: DictConfig, run_dir: Path | None = None) -> list[dict[str,
             f"{row['param_percent']:.4f} | {search} | {row['description']} |"
         )
     table = "\n".join(lines) + "\n"
+    for row in rows:  # a budget pick: which rule chose it, the budget and every candidate's scores
+        if row.get("pick"):
+            table += "\n" + pick_markdown(row["pick"])
     atomic_write_text(run_dir / "retrain.md", table)
-    atomic_write_json(run_dir / "retrain_summary.json", {"task": task.name, "metric": task.main_metric, "rows": rows})
+    protocols = sorted({record_scoring(r)[0] for r in records})
+    summary = {"task": task.name, "metric": task.main_metric, "protocols": protocols, "scores": scores, "rows": rows}
+    atomic_write_json(run_dir / "retrain_summary.json", summary)
     print(table)
     print(f"records: {run_dir / 'retrain.jsonl'}; table: {run_dir / 'retrain.md'}")
     return rows
@@ -374,7 +409,7 @@ def _experiment_name() -> str:
 
 
 MODES: dict[str, Callable[[DictConfig], Any]] = {
-    "search": mode_search,
+    "search": search_command,
     "retrain": mode_retrain,
     "report": mode_report,
     "train": mode_train,

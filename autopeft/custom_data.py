@@ -671,7 +671,7 @@ def carve(labels: np.ndarray | None, n: int, fraction: float, rng: np.random.Gen
     return np.sort(take)
 
 
-def custom_raw_splits(spec: TaskSpec, data_seed: int) -> Any:
+def custom_raw_splits(spec: TaskSpec, data_seed: int, carve_validation: bool = True) -> Any:
     """The raw ``train``/``validation``/``test`` datasets of a resolved custom task.
 
     Rows with missing text are refused or dropped as ``spec.missing_text`` says; labels
@@ -679,15 +679,23 @@ def custom_raw_splits(spec: TaskSpec, data_seed: int) -> Any:
     is carved from train: first test, then validation from what is left, seeded by
     ``data_seed`` and stratified by class for classification.
 
+    Args:
+        spec: The resolved custom task.
+        data_seed: Seed of the carve-outs.
+        carve_validation: False under ``data.protocol=paper``: no validation is carved (nor a
+            validation file read), so train keeps those rows; the caller uses test as validation.
+
     Returns:
-        A ``datasets.DatasetDict`` with the text columns and the label column.
+        A ``datasets.DatasetDict`` with the text columns and the label column (no ``validation``
+        when ``carve_validation`` is False).
 
     """
     import datasets
 
     hub = spec.path if spec.source == "hub" else None
+    wanted = spec.splits if carve_validation else {k: v for k, v in spec.splits.items() if k != "validation"}
     tables = load_tables(
-        spec.splits,
+        wanted,
         hub=hub,
         subset=spec.subset,
         fmt=spec.file_format,
@@ -718,7 +726,7 @@ def custom_raw_splits(spec: TaskSpec, data_seed: int) -> Any:
     streams = {"test": np.random.default_rng([data_seed, 1]), "validation": np.random.default_rng([data_seed, 2])}
     total = len(frames["train"])
     for split, fraction in (("test", spec.test_fraction), ("validation", spec.dev_fraction)):
-        if split in frames:
+        if split in frames or (split == "validation" and not carve_validation):
             continue
         train = frames["train"]
         stratify = train[spec.label_column].to_numpy() if spec.type == "classification" else None
@@ -731,7 +739,11 @@ def custom_raw_splits(spec: TaskSpec, data_seed: int) -> Any:
         frames[split] = train[mask].reset_index(drop=True)
         frames["train"] = train[~mask].reset_index(drop=True)
     return datasets.DatasetDict(
-        {split: datasets.Dataset.from_pandas(frames[split], preserve_index=False) for split in SPLIT_KEYS}
+        {
+            split: datasets.Dataset.from_pandas(frames[split], preserve_index=False)
+            for split in SPLIT_KEYS
+            if split in frames
+        }
     )
 
 

@@ -12,6 +12,7 @@ tokenizer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from transformers import DataCollatorForMultipleChoice, DataCollatorWithPadding
 
 from autopeft.errors import ConfigError, allowed_list
 from autopeft.io import sha256_file
+from autopeft.protocol import DEFAULT_PROTOCOL, check_protocol, scoring
 from autopeft.tasks import SPLIT_KEYS, TaskSpec, resources_dir
 
 # Bump when the tokenised layout changes so stale caches are never reused.
@@ -158,7 +160,7 @@ def _carve_validation(spec: TaskSpec, train: datasets.Dataset, data_seed: int) -
     return datasets.DatasetDict({"train": parts["train"], "validation": parts["test"]})
 
 
-def load_raw_splits(spec: TaskSpec, data_seed: int) -> datasets.DatasetDict:
+def load_raw_splits(spec: TaskSpec, data_seed: int, protocol: str = DEFAULT_PROTOCOL) -> datasets.DatasetDict:
     """Load a task's raw data as train/validation/test with checked, mapped labels.
 
     Args:
@@ -167,27 +169,39 @@ def load_raw_splits(spec: TaskSpec, data_seed: int) -> datasets.DatasetDict:
             datasets) are read by :func:`autopeft.custom_data.custom_raw_splits`.
         data_seed: Seed of the validation carve-out (used when ``splits.validation`` is None;
             for custom tasks also of a test carve-out).
+        protocol: ``data.protocol`` (see :mod:`autopeft.protocol`). ``heldout``: the splits
+            above. ``paper`` (SuperGLUE aside, which keeps ``heldout``'s splits): train is the
+            whole source train split (nothing carved for validation) and validation is the test
+            split itself, the official dev split of GLUE.
 
     Returns:
         A DatasetDict with keys ``train``, ``validation``, ``test``.
 
     Raises:
-        ConfigError: If splits, columns or labels do not fit the spec.
+        ConfigError: If splits, columns or labels do not fit the spec, or on an unknown protocol.
 
     """
+    select_on_test = scoring(spec.benchmark, protocol) == "best_dev"
     if spec.benchmark == "custom":
         from autopeft.custom_data import custom_raw_splits
 
-        raw = custom_raw_splits(spec, data_seed)
+        raw = custom_raw_splits(spec, data_seed, carve_validation=not select_on_test)
+        if select_on_test:
+            raw["validation"] = raw["test"]
         for key, ds in raw.items():
             _check_labels(spec, key, ds)
-        return raw
-    splits = _select_splits(spec, _load_source(spec))
+        return datasets.DatasetDict({key: raw[key] for key in SPLIT_KEYS})
+    # Under ``paper`` the task's own validation split (stand-ins have one) is not read: the test
+    # split takes the dev role, and a separate validation file would be a third, unreported split.
+    source = dataclasses.replace(spec, splits={**spec.splits, "validation": None}) if select_on_test else spec
+    splits = _select_splits(source, _load_source(source))
     for key, ds in list(splits.items()):
         _check_columns(spec, key, ds)
         splits[key] = _normalise_labels(spec, ds)
         _check_labels(spec, key, splits[key])
-    if "validation" not in splits:
+    if select_on_test:
+        splits["validation"] = splits["test"]
+    elif "validation" not in splits:
         splits.update(_carve_validation(spec, splits["train"], data_seed))
     return datasets.DatasetDict({key: splits[key] for key in SPLIT_KEYS})
 
@@ -288,13 +302,15 @@ def cache_key(
     data_seed: int,
     max_train_samples: int | None,
     max_eval_samples: int | None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> str:
     """Return the sha256 hex key of a tokenised cache entry.
 
     It covers the cache format version, the whole TaskSpec, the data itself (file hashes
     for local sources and user files, so an edited file is tokenised afresh; hub
-    path/subset otherwise), the tokenizer, ``max_length``, the caps and ``data_seed``.
-    Computing it reads neither raw rows nor calls the tokenizer.
+    path/subset otherwise), the tokenizer, ``max_length``, the caps, ``data_seed`` and the
+    ``protocol`` (which changes the splits). Computing it reads neither raw rows nor calls the
+    tokenizer.
     """
     if spec.source == "local":
         data = {split: sha256_file(path) for split, path in local_data_files(spec).items()}
@@ -312,6 +328,10 @@ def cache_key(
         "max_eval_samples": max_eval_samples,
         "data_seed": data_seed,
     }
+    # Only a non-default protocol enters the material: the held-out entries keep the keys they had
+    # before the protocol existed (existing caches stay valid), and the two never share an entry.
+    if check_protocol(protocol) != DEFAULT_PROTOCOL:
+        material["protocol"] = protocol
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -339,8 +359,9 @@ def _tokenize(
     data_seed: int,
     max_train_samples: int | None,
     max_eval_samples: int | None,
+    protocol: str,
 ) -> datasets.DatasetDict:
-    raw = load_raw_splits(spec, data_seed)
+    raw = load_raw_splits(spec, data_seed, protocol)
     caps = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
     encode = make_encoder(spec, tokenizer, max_length)
     tokenized = datasets.DatasetDict(
@@ -379,6 +400,7 @@ def tokenize_splits(
     max_train_samples: int | None,
     max_eval_samples: int | None,
     cache_dir: Path,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> tuple[datasets.DatasetDict, bool]:
     """Tokenise a task's splits, reusing an on-disk cache when possible.
 
@@ -390,6 +412,7 @@ def tokenize_splits(
         max_train_samples: Keep a seeded random subset of this many train rows (None = all).
         max_eval_samples: The same for validation and test.
         cache_dir: Directory holding cache entries (one sub-directory per key).
+        protocol: ``data.protocol`` (see :func:`load_raw_splits`); part of the cache key.
 
     Returns:
         ``(datasets, cache_hit)``: a DatasetDict with train/validation/test, each with
@@ -403,6 +426,7 @@ def tokenize_splits(
         data_seed=data_seed,
         max_train_samples=max_train_samples,
         max_eval_samples=max_eval_samples,
+        protocol=protocol,
     )
     cache_dir = Path(cache_dir)
     final = cache_dir / f"{spec.name}-{key[:32]}"
@@ -416,6 +440,7 @@ def tokenize_splits(
         data_seed=data_seed,
         max_train_samples=max_train_samples,
         max_eval_samples=max_eval_samples,
+        protocol=protocol,
     )
     _save_atomically(tokenized, final)
     # Reload so hits and misses return identical, memory-mapped datasets.
@@ -440,6 +465,7 @@ class TaskDataModule(pl.LightningDataModule):
         cache_dir: Tokenised cache directory.
         num_workers: DataLoader workers.
         seed: Seed of the training shuffle order.
+        protocol: ``data.protocol``: which splits are validation and test (:func:`load_raw_splits`).
 
     """
 
@@ -457,6 +483,7 @@ class TaskDataModule(pl.LightningDataModule):
         cache_dir: Path,
         num_workers: int = 0,
         seed: int = 0,
+        protocol: str = DEFAULT_PROTOCOL,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -470,6 +497,7 @@ class TaskDataModule(pl.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.num_workers = num_workers
         self.seed = seed
+        self.protocol = check_protocol(protocol)
         self.cache_hit: bool | None = None
         self.datasets: datasets.DatasetDict | None = None
         self.collate_fn = make_collator(spec, tokenizer)
@@ -486,6 +514,7 @@ class TaskDataModule(pl.LightningDataModule):
             max_train_samples=self.max_train_samples,
             max_eval_samples=self.max_eval_samples,
             cache_dir=self.cache_dir,
+            protocol=self.protocol,
         )
 
     def _split(self, name: str) -> datasets.Dataset:

@@ -5,6 +5,13 @@ under a parameter budget, or chosen result indices) or from a JSON file of named
 configurations. The task is the run's own ``task``, so pointing ``retrain.from`` at a search on
 another task transfers its configurations (the paper's AutoPEFT^RTE on other tasks).
 
+The best configuration under a budget (``select=budget``) is ranked by ``retrain.pick``:
+``search_score``, the search's own low-fidelity score, or ``retrained``, the mean validation score
+of a full-fidelity retraining of the search's whole front on the searched task over the seeds
+(what the authors' code does before the paper reports one configuration per budget: it retrains
+every Pareto-optimal point over five seeds). Which rule picked, the budget and every candidate's
+scores travel with the choice into ``retrain.jsonl``, ``retrain.md`` and ``pipeline.json``.
+
 Every finished (configuration, seed) training is appended to ``retrain.jsonl`` in the run
 directory before the next starts, so a killed retraining resumes without redoing finished cells.
 """
@@ -31,8 +38,22 @@ from autopeft.space import Point
 #: How configurations are picked from a search.
 SELECTIONS = ("front", "budget", "indices")
 
+#: How ``select=budget`` ranks the configurations within the budget: by the search's low-fidelity
+#: score, or by the mean validation score of the search's front retrained on the searched task.
+PICKS = ("search_score", "retrained")
+
 #: Keys of the ``retrain`` node.
-RETRAIN_KEYS = ("from", "select", "budget_percent", "indices", "configs", "seeds", "label")
+RETRAIN_KEYS = (
+    "from",
+    "select",
+    "budget_percent",
+    "pick",
+    "retrained_front",
+    "indices",
+    "configs",
+    "seeds",
+    "label",
+)
 
 #: Keys of one record of ``retrain.jsonl``.
 RETRAIN_RECORD_KEYS = ("choice", "seed", "status")
@@ -49,6 +70,10 @@ class Choice:
         search_score: Its low-fidelity score in the search, when it came from one.
         search_task: The task it was searched on (reports draw the transfer matrix from it).
         search_method: The method that searched (``bo``, ``random``, ``nsga2``).
+        pick: For a budget pick, how it was made: ``rule`` (a :data:`PICKS` value),
+            ``budget_percent``, ``picked`` (the search result index) and ``candidates`` (each
+            with its result index, % params, search score and, for ``retrained``, the retrained
+            mean ± sd), so the outputs show why this configuration and not another.
 
     """
 
@@ -58,6 +83,20 @@ class Choice:
     search_score: float | None = None
     search_task: str | None = None
     search_method: str | None = None
+    pick: dict[str, Any] | None = None
+
+
+def pick_setting(node: Mapping[str, Any]) -> str:
+    """The validated ``retrain.pick`` of a ``retrain`` node (``search_score`` when absent).
+
+    Raises:
+        ConfigError: If it is not one of :data:`PICKS`.
+
+    """
+    pick = node.get("pick", "search_score")
+    if pick not in PICKS:
+        raise ConfigError(f"retrain.pick={pick!r}; allowed: {allowed_list(PICKS)}")
+    return str(pick)
 
 
 def retrain_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,6 +117,26 @@ def retrain_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"retrain.budget_percent={budget!r} must be a positive % of backbone parameters")
     if values["select"] == "indices" and not values.get("indices"):
         raise ConfigError("retrain.select=indices needs retrain.indices=[...] (result indices of the search)")
+    values["pick"] = pick_setting(values)
+    front = values.get("retrained_front")
+    if values["pick"] == "retrained":
+        if values["select"] != "budget":
+            raise ConfigError(
+                f"retrain.pick='retrained' ranks the configurations within retrain.budget_percent: "
+                f"it needs retrain.select=budget, not {values['select']!r}"
+            )
+        if values.get("from") is None:
+            raise ConfigError("retrain.pick='retrained' ranks a search's front: give retrain.from=<search run dir>")
+        if not front:
+            raise ConfigError(
+                "retrain.pick='retrained' needs retrain.retrained_front=<run dir of the search's front retrained "
+                "on its own task> (mode=retrain retrain.select=front retrain.from=<search> task=<its task> "
+                "fidelity=full); mode=pipeline plans that stage itself"
+            )
+    elif front is not None:
+        raise ConfigError(
+            f"retrain.retrained_front={front!r} is only read with retrain.pick='retrained' (now {values['pick']!r})"
+        )
     label = values.get("label")
     if label is not None and (not isinstance(label, str) or not label.strip()):
         raise ConfigError(f"retrain.label={label!r} must be a non-empty string (or null)")
@@ -116,19 +175,21 @@ def choices_from_search(run_dir: Path, settings: Mapping[str, Any]) -> list[Choi
     space = SearchSpace.from_config(config["space"], shape_of(config["backbone"]))
     records = ResultsStore(run_dir / "results.jsonl").load()
     ok = [r for r in records if is_success(r)]
+    task = str(config["task"]["name"])
     select = settings["select"]
+    pick: dict[str, Any] | None = None
     if select == "front":
         picked = [(f"front-{i}", r) for i, r in enumerate(front_records(records), start=1)]
     elif select == "budget":
-        fits = [r for r in ok if r["param_percent"] <= settings["budget_percent"]]
-        if not fits:
-            smallest = min((r["param_percent"] for r in ok), default=math.nan)
-            raise ConfigError(
-                f"no successful configuration of {run_dir} is within retrain.budget_percent="
-                f"{settings['budget_percent']}% (the smallest uses {smallest:.4f}%)"
-            )
-        best = max(fits, key=lambda r: (r["score"], -r["param_percent"]))
-        picked = [(f"best<={settings['budget_percent']}%", best)]
+        if not ok:
+            raise ConfigError(f"the search in {run_dir} has no successful evaluation to retrain")
+        budget = settings["budget_percent"]
+        if settings.get("pick", "search_score") == "retrained":
+            best, pick = _pick_retrained(run_dir, space, ok, budget, Path(settings["retrained_front"]), task)
+            picked = [(f"best<={budget}% retrained", best)]
+        else:
+            best, pick = _pick_by_search_score(run_dir, records, ok, budget)
+            picked = [(f"best<={budget}%", best)]
     else:
         by_index = {r["index"]: r for r in records}
         unknown = [i for i in settings["indices"] if i not in by_index]
@@ -143,11 +204,179 @@ def choices_from_search(run_dir: Path, settings: Mapping[str, Any]) -> list[Choi
             peft=space.to_peft(Point.from_dict(r["point"]), name=name).to_dict(),
             source=f"{run_dir} result {r['index']}",
             search_score=r.get("score"),
-            search_task=str(config["task"]["name"]),
+            search_task=task,
             search_method=str(config["search"]["method"]),
+            pick=pick,
         )
         for name, r in picked
     ]
+
+
+def _candidate(record: Mapping[str, Any], budget: float) -> dict[str, Any]:
+    """One search result as a candidate of a budget pick."""
+    return {
+        "index": record["index"],
+        "param_percent": record["param_percent"],
+        "search_score": record.get("score"),
+        "within_budget": record["param_percent"] <= budget,
+    }
+
+
+def _no_fit(what: str, budget: float, smallest: float) -> ConfigError:
+    return ConfigError(
+        f"no {what} is within retrain.budget_percent={budget}% (the smallest uses {smallest:.4f}%): "
+        f"raise retrain.budget_percent to at least {smallest:.4f}"
+    )
+
+
+def _pick_by_search_score(
+    run_dir: Path, records: Sequence[Mapping[str, Any]], ok: Sequence[Mapping[str, Any]], budget: float
+) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """The successful search result with the best low-fidelity score within ``budget`` % params.
+
+    Ties go to fewer parameters. The candidates recorded are the search's Pareto front (the best
+    score within any budget is on it).
+
+    Raises:
+        ConfigError: If no successful result fits the budget; the message gives the smallest % params.
+
+    """
+    fits = [r for r in ok if r["param_percent"] <= budget]
+    if not fits:
+        raise _no_fit(f"successful configuration of {run_dir}", budget, min(r["param_percent"] for r in ok))
+    best = max(fits, key=lambda r: (r["score"], -r["param_percent"]))
+    pick = {
+        "rule": "search_score",
+        "budget_percent": budget,
+        "picked": best["index"],
+        "candidates": [_candidate(r, budget) for r in front_records(records)],
+    }
+    return best, pick
+
+
+def _pick_retrained(
+    run_dir: Path,
+    space: Any,
+    ok: Sequence[Mapping[str, Any]],
+    budget: float,
+    front_dir: Path,
+    task: str,
+) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """The search result whose full-fidelity retraining has the best mean validation score within ``budget``.
+
+    ``front_dir`` is a ``mode=retrain`` run of the search's configurations (usually its whole front)
+    on the searched task; each of its records names the search result it retrained (``source``).
+    The mean is over that configuration's successful seeds of the validation ``score`` (the split
+    epochs are selected on): under ``data.protocol=heldout`` the reported test split plays no part
+    in the choice; under ``paper`` it is the official dev split, as in the authors' code. Each
+    candidate also carries its mean test score (``test_mean``) for the record. Ties go to fewer
+    parameters.
+
+    Raises:
+        ConfigError: If ``front_dir`` holds no retraining of this search on ``task``, none succeeded,
+            or none fits the budget (the message gives the smallest % params).
+
+    """
+    store_path = front_dir / "retrain.jsonl"
+    if not store_path.is_file():
+        raise ConfigError(
+            f"retrain.retrained_front={str(front_dir)!r} has no retrain.jsonl: retrain the search's front there "
+            f"first (mode=retrain retrain.select=front retrain.from={run_dir} task={task} fidelity=full)"
+        )
+    by_index = {r["index"]: r for r in ok}
+    grouped: dict[int, list[Mapping[str, Any]]] = {}
+    for record in ResultsStore(store_path, required_keys=RETRAIN_RECORD_KEYS).load():
+        index = _result_index(record.get("source"))
+        searched = by_index.get(index) if index is not None else None
+        if searched is None or (
+            record.get("configuration") is not None
+            and record["configuration"] != space.to_peft(Point.from_dict(searched["point"])).describe()
+        ):
+            raise ConfigError(
+                f"{store_path} holds {record['choice']!r} from {record.get('source')!r}, not a successful result "
+                f"of the search {run_dir}: retrain.retrained_front must be a retraining of this search's front"
+            )
+        if record.get("task") != task:
+            raise ConfigError(
+                f"{store_path} retrained {record['choice']!r} on task {record.get('task')!r}; "
+                f"retrain.pick='retrained' ranks retrainings on the searched task {task!r}"
+            )
+        grouped.setdefault(index, []).append(record)
+    candidates = []
+    for index, runs in grouped.items():
+        scores = [float(r["score"]) for r in runs if is_success(r)]
+        reported = [
+            float(r["metrics"]["test"][r["main_metric"]])
+            for r in runs
+            if is_success(r) and r.get("main_metric") in ((r.get("metrics") or {}).get("test") or {})
+        ]
+        candidates.append(
+            {
+                **_candidate(by_index[index], budget),
+                "retrained_mean": statistics.mean(scores) if scores else None,
+                "retrained_sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "test_mean": statistics.mean(reported) if reported else None,
+                "seeds": len(scores),
+                "failed": len(runs) - len(scores),
+            }
+        )
+    candidates.sort(key=lambda c: (c["param_percent"], c["index"]))
+    scored = [c for c in candidates if c["seeds"]]
+    if not scored:
+        raise ConfigError(
+            f"no configuration in {store_path} retrained successfully: retrain.pick='retrained' has no score"
+        )
+    fits = [c for c in scored if c["within_budget"]]
+    if not fits:
+        raise _no_fit(f"retrained configuration in {store_path}", budget, min(c["param_percent"] for c in scored))
+    best = max(fits, key=lambda c: (c["retrained_mean"], -c["param_percent"]))
+    pick = {
+        "rule": "retrained",
+        "budget_percent": budget,
+        "picked": best["index"],
+        "retrained_front": str(front_dir),
+        "candidates": candidates,
+    }
+    return by_index[best["index"]], pick
+
+
+def _result_index(source: Any) -> int | None:
+    """The search result index in a choice's ``source`` (``"<run dir> result 42"``), if it names one."""
+    match = re.fullmatch(r".* result (\d+)", str(source or ""))
+    return int(match[1]) if match else None
+
+
+def pick_markdown(pick: Mapping[str, Any]) -> str:
+    """What picked a budget choice, in words, and its candidates as a Markdown table."""
+    budget = pick["budget_percent"]
+    if pick["rule"] == "retrained":
+        text = (
+            f"Picked by retrain.pick=retrained: the best mean validation score of the front retrained in "
+            f"{pick['retrained_front']} within {budget}% params (search result {pick['picked']})."
+        )
+        header = "| result | % params (paper) | search score | retrained val. | reported | seeds | fits | picked |"
+        rule = "|--:|--:|--:|--:|--:|--:|:-:|:-:|"
+    else:
+        text = (
+            f"Picked by retrain.pick=search_score: the best low-fidelity search score within {budget}% params "
+            f"(search result {pick['picked']}); the search's front:"
+        )
+        header = "| result | % params (paper) | search score | fits | picked |"
+        rule = "|--:|--:|--:|:-:|:-:|"
+    lines = [text, "", header, rule]
+    for c in pick["candidates"]:
+        cells = [str(c["index"]), f"{c['param_percent']:.4f}", _number(c["search_score"])]
+        if pick["rule"] == "retrained":
+            failed = f" ({c['failed']} failed)" if c["failed"] else ""
+            mean = "–" if c["retrained_mean"] is None else f"{c['retrained_mean']:.4f} ± {c['retrained_sd']:.4f}"
+            cells += [mean, _number(c["test_mean"]), f"{c['seeds']}{failed}"]
+        cells += ["yes" if c["within_budget"] else "no", "**yes**" if c["index"] == pick["picked"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def choices_from_file(path: Path) -> list[Choice]:
@@ -224,7 +453,9 @@ def retrain(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
     for choice in choices:
         for seed in settings["seeds"]:
             if (choice.name, seed) in done:
-                records.append(done[(choice.name, seed)])
+                previous = done[(choice.name, seed)]
+                _check_same_choice(previous, choice, Path(run_dir))
+                records.append(previous)
                 continue
             run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
             cell = f"{_slug(choice.name)}_seed{seed}"
@@ -241,9 +472,29 @@ def retrain(cfg: DictConfig, run_dir: Path) -> list[dict[str, Any]]:
                 search_task=choice.search_task,
                 search_method=choice.search_method,
             )
+            if choice.pick is not None:
+                record["pick"] = choice.pick
             store.append(record)
             records.append(record)
     return records
+
+
+def _check_same_choice(previous: Mapping[str, Any], choice: Choice, run_dir: Path) -> None:
+    """Refuse to reuse a finished seed that trained another search result under the same name.
+
+    A budget pick can change between runs (a search resumed with more evaluations, a front
+    retraining that finished more seeds) while its name (``best<=0.76%``, a pipeline label) stays.
+
+    Raises:
+        ConfigError: If ``previous`` retrained a different search result than ``choice`` names.
+
+    """
+    before, now = _result_index(previous.get("source")), _result_index(choice.source)
+    if before is not None and now is not None and before != now:
+        raise ConfigError(
+            f"{run_dir / 'retrain.jsonl'} holds {choice.name!r} seed {previous['seed']} trained from search result "
+            f"{before}, but the choice is now result {now}: retrain into a new run directory"
+        )
 
 
 def _slug(name: str) -> str:
@@ -252,7 +503,10 @@ def _slug(name: str) -> str:
 
 
 def summarise(records: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Mean ± sd of the held-out ``metric`` per configuration (failed seeds counted apart)."""
+    """Mean ± sd of the reported (``test``) ``metric`` per configuration (failed seeds counted apart).
+
+    Which split that is follows each record's ``protocol`` (:mod:`autopeft.protocol`), kept in the row.
+    """
     rows = []
     for name in dict.fromkeys(r["choice"] for r in records):
         runs = [r for r in records if r["choice"] == name]
@@ -267,6 +521,8 @@ def summarise(records: Sequence[Mapping[str, Any]], metric: str) -> list[dict[st
                 "seeds": len(values),
                 "failed": len(runs) - len(values),
                 "search_score": runs[0].get("search_score"),
+                "pick": runs[0].get("pick"),
+                "protocol": runs[0].get("protocol", "heldout"),
             }
         )
     return rows

@@ -5,14 +5,20 @@ of the invocation's own (so ``debug=smoke`` or ``backbone=...`` reach every stag
 
 1. ``search/<task>``: an AutoPEFT search on each of ``pipeline.search_tasks`` (``mode=search``, at
    the experiment's ``fidelity``, usually ``low``).
-2. ``transfer/<searched>_to_<target>``: the configurations ``retrain.select`` picks from each
+2. ``front/<task>``, only with ``retrain.pick=retrained``: each search's whole Pareto front
+   retrained on its own task at ``pipeline.retrain_fidelity`` over ``retrain.seeds``, as the
+   authors' code does before choosing; the transfers then take the configuration with the best
+   retrained mean within ``retrain.budget_percent``. It is kept out of the report (its rows are
+   candidates, not results).
+3. ``transfer/<searched>_to_<target>``: the configurations ``retrain.select`` picks from each
    search, retrained on each target task at ``pipeline.retrain_fidelity`` over ``retrain.seeds``
    (``mode=retrain`` with ``retrain.from`` = the search). ``pipeline.pairs=all`` retrains every
    search's choice on every target (Figure 5's matrix); ``own`` only on the task it was searched on.
-3. ``baselines/<name>/<task>/seed<k>``: every entry of ``pipeline.baselines`` (a ``conf/peft``
+4. ``baselines/<name>/<task>/seed<k>``: every entry of ``pipeline.baselines`` (a ``conf/peft``
    preset, optionally with fixed fields or a sweep over sizes) trained on every target task and
    seed (``mode=train``).
-4. ``report/``: the paper-shaped table and plots over everything above (``mode=report``).
+5. ``report/``: the paper-shaped table and plots over the searches, transfers and baselines
+   (``mode=report``).
 
 Every stage resumes on its own (a search continues from its ``results.jsonl``, a retraining skips
 the seeds in its ``retrain.jsonl``, a finished training is not redone), so rerunning the same
@@ -47,7 +53,20 @@ PAIRS = ("all", "own")
 BASELINE_KEYS = ("preset", "name", "peft", "sweep", "overrides")
 
 #: Overrides of the invocation that a stage sets itself (or that only concern the pipeline run).
-_STAGE_OWNED = ("mode", "task", "peft", "seed", "fidelity", "resume", "retrain.from", "retrain.label")
+_STAGE_OWNED = (
+    "mode",
+    "task",
+    "peft",
+    "seed",
+    "fidelity",
+    "resume",
+    "retrain.from",
+    "retrain.label",
+    "retrain.retrained_front",
+)
+
+#: Kinds of stage, in the order a plan runs them.
+STAGE_KINDS = ("search", "front", "transfer", "baseline")
 
 #: Format of ``pipeline.json``.
 PIPELINE_FORMAT = 1
@@ -82,7 +101,8 @@ class Stage:
     """One run of the plan.
 
     Attributes:
-        kind: ``search``, ``transfer`` or ``baseline``.
+        kind: One of :data:`STAGE_KINDS`: ``search``, ``front`` (a search's front retrained on its
+            own task, for ``retrain.pick=retrained``), ``transfer`` or ``baseline``.
         label: What it is, in words (progress lines, ``pipeline.json``).
         path: Its run directory, relative to the pipeline's.
         overrides: Hydra overrides that turn the experiment's config into this stage's.
@@ -181,14 +201,45 @@ def _override_value(value: Any) -> str:
     return str(value)
 
 
-def plan_stages(settings: Mapping[str, Any], seeds: Sequence[int], root: Path) -> list[Stage]:
-    """Every stage of the pipeline, in the order they run (searches before their transfers)."""
+def plan_stages(
+    settings: Mapping[str, Any], seeds: Sequence[int], root: Path, pick: str = "search_score"
+) -> list[Stage]:
+    """Every stage of the pipeline, in the order they run (searches before their transfers).
+
+    Args:
+        settings: The validated ``pipeline`` node (:func:`pipeline_settings`).
+        seeds: ``retrain.seeds`` (the baselines train once per seed).
+        root: The pipeline's run directory (stages name the searches they read by it).
+        pick: ``retrain.pick``; ``retrained`` plans a ``front/<task>`` stage per search (its whole
+            front retrained on its own task) and points the transfers at it.
+
+    """
     stages: list[Stage] = []
     searched = settings["search_tasks"]
     targets = settings["transfer_tasks"] or searched
     for task in searched:
         stages.append(Stage("search", f"search on {task}", f"search/{task}", (f"task={task}", "mode=search")))
     fidelity = settings["retrain_fidelity"]
+    if pick == "retrained":
+        for source in searched:
+            label = settings["label"].format(task=source.upper())
+            stages.append(
+                Stage(
+                    "front",
+                    f"{label}: the front retrained on {source} (to pick within the budget)",
+                    f"front/{source}",
+                    (
+                        f"task={source}",
+                        "mode=retrain",
+                        f"fidelity={fidelity}",
+                        f"retrain.from={_override_value(str(root / 'search' / source))}",
+                        "retrain.select=front",
+                        "retrain.pick=search_score",
+                        "retrain.retrained_front=null",
+                        f"retrain.label={_override_value(label)}",
+                    ),
+                )
+            )
     for source in searched:
         pairs = targets if settings["pairs"] == "all" else [t for t in targets if t == source]
         label = settings["label"].format(task=source.upper())
@@ -204,6 +255,11 @@ def plan_stages(settings: Mapping[str, Any], seeds: Sequence[int], root: Path) -
                         f"fidelity={fidelity}",
                         f"retrain.from={_override_value(str(root / 'search' / source))}",
                         f"retrain.label={_override_value(label)}",
+                        *(
+                            [f"retrain.retrained_front={_override_value(str(root / 'front' / source))}"]
+                            if pick == "retrained"
+                            else []
+                        ),
                     ),
                 )
             )
@@ -270,15 +326,31 @@ def hydra_composer(config_dir: Path) -> Composer:
 
 
 class PipelineState:
-    """``pipeline.json``: the invocation, the plan and each stage's status, rewritten atomically."""
+    """``pipeline.json``: the invocation, the plan and each stage's status, rewritten atomically.
 
-    def __init__(self, path: Path, overrides: Sequence[str], stages: Sequence[Stage]) -> None:
+    Args:
+        path: The file.
+        overrides: The invocation's overrides.
+        stages: The plan.
+        choice: How the transfers' configuration is chosen (``retrain.select``, ``pick``,
+            ``budget_percent``); each transfer stage adds its ``pick`` (the candidates' scores).
+
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        overrides: Sequence[str],
+        stages: Sequence[Stage],
+        choice: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = path
         previous = self._load(path)
         status = {s["path"]: s for s in previous.get("stages", [])} if previous else {}
         self.data: dict[str, Any] = {
             "format": PIPELINE_FORMAT,
             "overrides": list(overrides),
+            **({"choice": dict(choice)} if choice is not None else {}),
             "stages": [
                 {**asdict(stage), "overrides": list(stage.overrides), **_status_of(status.get(stage.path))}
                 for stage in stages
@@ -313,7 +385,7 @@ class PipelineState:
 def _status_of(previous: Mapping[str, Any] | None) -> dict[str, Any]:
     if not previous:
         return {"status": "pending"}
-    return {k: v for k, v in previous.items() if k in ("status", "summary", "seconds")}
+    return {k: v for k, v in previous.items() if k in ("status", "summary", "seconds", "pick")}
 
 
 def saved_overrides(run_dir: Path) -> list[str] | None:
@@ -381,10 +453,13 @@ def run_pipeline(
         ConfigError: If any stage's config is invalid; checked for all stages before any runs.
 
     """
+    from autopeft.evaluate import pick_setting
+
     settings = pipeline_settings(cfg)
     run_dir = Path(run_dir)
     seeds = list(cfg.retrain.seeds)
-    stages = plan_stages(settings, seeds, run_dir)
+    pick = pick_setting(cfg.retrain)
+    stages = plan_stages(settings, seeds, run_dir, pick=pick)
     base = base_overrides(overrides)
     configs = [_stage_config(compose, base, stage, group) for stage in stages]
     for stage, stage_cfg in zip(stages, configs, strict=True):
@@ -392,10 +467,14 @@ def run_pipeline(
             check_stage(stage_cfg)
         except ConfigError as err:
             raise ConfigError(f"pipeline stage '{stage.label}': {err}") from None
-    state = PipelineState(run_dir / "pipeline.json", overrides, stages)
-    counts = {kind: sum(s.kind == kind for s in stages) for kind in ("search", "transfer", "baseline")}
+    choice = {"select": str(cfg.retrain.select), "pick": pick}
+    if cfg.retrain.select == "budget":
+        choice["budget_percent"] = cfg.retrain.budget_percent
+    state = PipelineState(run_dir / "pipeline.json", overrides, stages, choice=choice)
+    counts = {kind: sum(s.kind == kind for s in stages) for kind in STAGE_KINDS}
+    fronts = f"{counts['front']} fronts retrained to pick from, " if counts["front"] else ""
     print(
-        f"AutoPEFT pipeline: {counts['search']} searches, {counts['transfer']} retrainings, "
+        f"AutoPEFT pipeline: {counts['search']} searches, {fronts}{counts['transfer']} retrainings, "
         f"{counts['baseline']} baseline trainings -> {run_dir}",
         flush=True,
     )
@@ -404,9 +483,22 @@ def run_pipeline(
         print(f"\n{header}: {run_dir / stage.path}", flush=True)
         started = time.perf_counter()
         mode = str(stage_cfg.mode)
-        result = runners[mode](stage_cfg, run_dir / stage.path)
-        status, summary = _outcome(mode, result)
-        state.mark(index, status, summary=summary, seconds=round(time.perf_counter() - started, 1))
+        try:
+            result = runners[mode](stage_cfg, run_dir / stage.path)
+            status, summary = _outcome(mode, result)
+        except ConfigError as err:
+            # Every stage's config was checked above, so this is what an earlier stage left behind
+            # (a search with no successful evaluation, a budget its front cannot meet): this
+            # stage fails, and the stages that do not depend on it still run.
+            result, status, summary = None, "failed", str(err)
+        picks = [row["pick"] for row in result if row.get("pick")] if mode == "retrain" and result else []
+        state.mark(
+            index,
+            status,
+            summary=summary,
+            seconds=round(time.perf_counter() - started, 1),
+            **({"pick": picks[0]} if picks else {}),
+        )
         if status != "done":
             log.warning("%s %s (%s); the pipeline goes on", header, status, summary)
     report = None
@@ -441,6 +533,8 @@ def _outcome(mode: str, result: Any) -> tuple[str, str]:
         text = "; ".join(f"{row['configuration']} {row['mean']:.4f} ± {row['sd']:.4f}" for row in result)
         return ("failed" if failed and all(row["seeds"] == 0 for row in result) else "done"), text
     if mode == "search":
+        if result.get("failure"):
+            return "failed", result["failure"]
         state = result["state"]
         return "done", f"{state['evaluations']} evaluations, front {state['front_size']}"
     return "done", ""

@@ -13,9 +13,12 @@ recognised by what it contains:
 Outputs (each only when its inputs exist):
 
 - ``table.md`` / ``table.csv``: configurations as rows, tasks as columns, the average and %
-  params (the paper's Table 1). A retrained configuration whose name comes from more than one
-  search (``front-1``, ``best<=1.0%``) is named ``<choice> · <task searched on> (<method>)``,
-  so two searches' configurations stay two rows;
+  params (the paper's Table 1); the caption and a ``protocol`` column say which ``data.protocol``
+  produced the numbers (:mod:`autopeft.protocol`), and when the runs mix protocols every row is
+  named ``<configuration> · protocol=<p>`` so no cell averages numbers of two protocols. A
+  retrained configuration whose name comes from more than one search (``front-1``,
+  ``best<=1.0%``) is named ``<choice> · <task searched on> (<method>)``, so two searches'
+  configurations stay two rows;
 - ``fronts.png``: per task, every search's front as the search saw it (low fidelity, validation
   split), with the single trainings *at the search's fidelity* overlaid as ▲; trainings at another
   fidelity are left out of it (the panel says how many) and drawn in ``fronts_full.png``;
@@ -49,6 +52,7 @@ from autopeft.bo.pareto import is_success
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
 from autopeft.io import csv_text
+from autopeft.protocol import record_scoring, scores_caption, scores_label
 from autopeft.report_plots import (
     plot_distribution,
     plot_fronts,
@@ -121,11 +125,12 @@ def _walk(folder: Path, runs: Runs, depth: int) -> None:
 
 @dataclass
 class Cell:
-    """Held-out main-metric values of one configuration on one task (one per seed)."""
+    """Reported (``metrics.test``) main-metric values of one configuration on one task (one per seed)."""
 
     values: list[float] = field(default_factory=list)
     param_percent: float | None = None
     seeds: set[int] = field(default_factory=set)
+    kinds: set[tuple[str, str]] = field(default_factory=set)  # record_scoring() of the counted records
 
     def text(self) -> str:
         """``mean ± sd`` (``mean`` alone for one seed), scaled to percent like the paper's tables."""
@@ -149,11 +154,10 @@ def collect_cells(
     """
     if retrainings is None:
         retrainings = load_retrainings(runs.retrains, runs.searches)
-    cells: dict[str, dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
-    metrics: dict[str, str] = {}
+    named: list[tuple[str, Mapping[str, Any]]] = []
     for run in runs.trainings:
         record = json.loads((run / "results.json").read_text())
-        _add(cells, metrics, record.get("peft", {}).get("name", "?"), record)
+        named.append((record.get("peft", {}).get("name", "?"), record))
     # Choice names such as front-1 or best<=1.0% repeat across searches: a name that comes from
     # more than one source is qualified by its search, so two searches' configurations stay apart.
     sources: dict[str, set[str | None]] = defaultdict(set)
@@ -163,7 +167,16 @@ def collect_cells(
         name = r.record["choice"]
         if len(sources[name]) > 1 and r.label is not None:
             name = f"{name} · {r.label}"
-        _add(cells, metrics, name, r.record)
+        named.append((name, r.record))
+    # A best-over-epochs dev score and a held-out one are different quantities: when the runs mix
+    # protocols, every row names its protocol, so no cell averages the two.
+    protocols = {record_scoring(record)[0] for _, record in named if record.get("status") == "ok"}
+    cells: dict[str, dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
+    metrics: dict[str, str] = {}
+    for name, record in named:
+        if len(protocols) > 1:
+            name = f"{name} · protocol={record_scoring(record)[0]}"
+        _add(cells, metrics, name, record)
     return cells, metrics
 
 
@@ -180,12 +193,14 @@ def _add(cells: dict, metrics: dict[str, str], name: str, record: Mapping[str, A
         cell.seeds.add(seed)
     cell.values.append(float(record["metrics"]["test"][metric]))
     cell.param_percent = record["params"]["paper_percent"]
+    cell.kinds.add(record_scoring(record))
 
 
 def table_rows(cells: Mapping[str, Mapping[str, Cell]], tasks: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per configuration: its cell per task, the average of the task means, % params."""
+    """One row per configuration: its cell per task, the average of the task means, % params, protocol."""
     rows = []
     for name, by_task in cells.items():
+        protocols = sorted({p for c in by_task.values() for p, _ in c.kinds})
         means = [100 * statistics.mean(by_task[t].values) for t in tasks if t in by_task and by_task[t].values]
         percents = {c.param_percent for c in by_task.values() if c.param_percent is not None}
         rows.append(
@@ -194,19 +209,32 @@ def table_rows(cells: Mapping[str, Mapping[str, Cell]], tasks: Sequence[str]) ->
                 **{t: by_task[t].text() if t in by_task else "–" for t in tasks},
                 "avg": f"{statistics.mean(means):.1f}" if len(means) == len(tasks) and means else "–",
                 "% params": ", ".join(f"{p:.3f}" for p in sorted(percents)) or "–",
+                "protocol": ", ".join(protocols) or "–",
             }
         )
     return rows
 
 
-def table_markdown(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], metrics: Mapping[str, str]) -> str:
-    """Rows as a Markdown table; the caption says what the numbers are."""
-    header = ["configuration", *tasks, "avg", "% params"]
+def table_scores(cells: Mapping[str, Mapping[str, Cell]]) -> str:
+    """The caption line saying which protocol produced the table's numbers, per task when they differ."""
+    kinds: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for by_task in cells.values():
+        for task, cell in by_task.items():
+            kinds[task] += sorted(cell.kinds)
+    return scores_caption(kinds)
+
+
+def table_markdown(
+    rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], metrics: Mapping[str, str], scores: str = ""
+) -> str:
+    """Rows as a Markdown table; the caption says what the numbers are (``scores``: :func:`table_scores`)."""
+    header = ["configuration", *tasks, "avg", "% params", "protocol"]
     lines = [
-        "Held-out scores × 100 (mean ± sd over seeds; one number: one seed). Metrics: "
+        "Scores × 100 (mean ± sd over seeds; one number: one seed). Metrics: "
         + ", ".join(f"{t} {metrics[t]}" for t in tasks)
         + ". % params: the paper's count (appendix A) as % of the backbone.",
         "",
+        *([scores, ""] if scores else []),
         "| " + " | ".join(header) + " |",
         "|:--|" + "--:|" * (len(header) - 1),
     ]
@@ -216,7 +244,7 @@ def table_markdown(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str], metr
 
 def table_csv(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> str:
     """Rows as CSV."""
-    return csv_text(["configuration", *tasks, "avg", "% params"], rows)
+    return csv_text(["configuration", *tasks, "avg", "% params", "protocol"], rows)
 
 
 # ---------------------------------------------------------------------- fidelity
@@ -366,6 +394,7 @@ class SeriesPoint:
     param_percent: float
     values: list[float] = field(default_factory=list)
     seeds: set[Any] = field(default_factory=set)
+    kinds: set[tuple[str, str]] = field(default_factory=set)  # record_scoring() of the counted records
 
     @property
     def mean(self) -> float:
@@ -385,6 +414,7 @@ class SeriesPoint:
                 return  # the same seed trained again in another run directory: counted once
             self.seeds.add(seed)
         self.values.append(float(record["metrics"]["test"][record["main_metric"]]))
+        self.kinds.add(record_scoring(record))
 
 
 def pareto_staircase(points: Sequence[SeriesPoint]) -> list[SeriesPoint]:
@@ -440,6 +470,10 @@ class FullFidelityPanel:
         out = [p for group in self.autopeft.values() for p in group]
         out += [p for group in self.sweeps.values() for p in group]
         return out + self.singles + self.fft
+
+    def scores(self) -> str:
+        """What the panel's numbers are and which protocol produced them (:func:`scores_label`)."""
+        return scores_label(kind for p in self.points() for kind in p.kinds)
 
 
 def autopeft_label(retraining: Retraining) -> str:
@@ -596,7 +630,7 @@ def proposal_points(searches: Sequence[Path]) -> dict[str, list[ProposalPoint]]:
             points[panel].append(
                 ProposalPoint(
                     panel=panel,
-                    category="init" if phase == "init" else method,
+                    category=phase if phase in ("init", "enumeration") else method,
                     param_percent=float(record["param_percent"]),
                     score=float(record["score"]),
                     metric=record.get("main_metric") or "score",
@@ -670,7 +704,7 @@ def build_report(inputs: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
     if rows:
         files["table_md"] = out_dir / "table.md"
         files["table_csv"] = out_dir / "table.csv"
-        atomic_write_text(files["table_md"], table_markdown(rows, tasks, metrics))
+        atomic_write_text(files["table_md"], table_markdown(rows, tasks, metrics, table_scores(cells)))
         atomic_write_text(files["table_csv"], table_csv(rows, tasks))
     search_panels = search_front_series(runs)
     if search_panels:
@@ -713,6 +747,7 @@ def build_report(inputs: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
     summary = {
         "runs": {"searches": len(runs.searches), "retrains": len(runs.retrains), "trainings": len(runs.trainings)},
         "tasks": tasks,
+        "scores": table_scores(cells),
         "rows": rows,
         "transfer": transfer_rows(transfer),
         "proposals": medians,

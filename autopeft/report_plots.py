@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from autopeft.bo.pareto import hypervolume_trace, parse_ref_point, search_reference
 from autopeft.bo.store import ResultsStore
 from autopeft.io import save_figure
+from autopeft.protocol import scores_label
 
 if TYPE_CHECKING:
     from autopeft.report import FullFidelityPanel, ProposalPoint, Runs, SearchPanel, SeriesPoint
@@ -35,6 +36,7 @@ PROPOSERS: dict[str, tuple[str, str]] = {
     "bo": ("BO (AutoPEFT)", "#ff7f0e"),
     "random": ("random search", "#7f7f7f"),
     "nsga2": ("NSGA-II", "#2ca02c"),
+    "enumeration": ("enumeration (every configuration)", "#8c564b"),
 }
 _OTHER_COLOUR = "#9467bd"
 
@@ -164,7 +166,10 @@ def _errorbars(ax: Any, points: Sequence[SeriesPoint], **style: Any) -> Any:
 
 
 def plot_fronts_full(panels: Mapping[str, FullFidelityPanel], path: Path) -> Path:
-    """Per task, Figure 4: retrained fronts against baselines, held-out split, one fidelity per panel.
+    """Per task, Figure 4: retrained fronts against baselines, one fidelity per panel.
+
+    Each panel's title says what its scores are and which ``data.protocol`` produced them
+    (``MIXED protocols`` when its records mix them).
 
     Retrained configurations of a search are stars joined by their Pareto staircase (dominated
     ones hollow); a baseline family swept over a size is a line with its sizes annotated; other
@@ -226,8 +231,8 @@ def plot_fronts_full(panels: Mapping[str, FullFidelityPanel], path: Path) -> Pat
                 ax.axhspan(p.mean - p.sd, p.mean + p.sd, color=colour, alpha=0.12, lw=0)
         _symlog_x(ax, xs)  # full fine-tuning (100%) is a line, not a point: it does not stretch the axis
         ax.set_xlabel(PARAMS_LABEL)
-        ax.set_ylabel(f"{panel.metric} on the held-out split ({_seeds_text(panel.points())})")
-        title = f"{name}: held-out split, {panel.fidelity.text()}"
+        ax.set_ylabel(f"{panel.metric} ({_seeds_text(panel.points())})")
+        title = f"{name}: {panel.fidelity.text()}\n{panel.scores()}"
         if panel.left_out:
             title += "\nleft out: " + ", ".join(f"{n} at {text}" for text, n in sorted(panel.left_out.items()))
         ax.set_title(title, fontsize=9)
@@ -250,7 +255,10 @@ def plot_hypervolume(runs: Runs, path: Path) -> Path:
         config = _search_config(run)
         records = ResultsStore(run / "results.jsonl").load()
         acquisition = config["search"].get("acquisition") or {}
-        ref = search_reference(records, parse_ref_point(acquisition.get("ref_point")), config["search"]["n_init"])
+        # An enumerated search takes its reference from every configuration, as the loop does.
+        enumerated = bool(records) and records[0].get("phase") == "enumeration"
+        design = len(records) if enumerated else config["search"]["n_init"]
+        ref = search_reference(records, parse_ref_point(acquisition.get("ref_point")), design)
         trace = [math.nan if v is None else v for v in hypervolume_trace(records, ref)]
         if trace:
             groups[_search_label(config)].append(trace)
@@ -297,8 +305,9 @@ def column_normalised(values: Sequence[Sequence[float]]) -> list[list[float]]:
 def plot_transfer(cells: Sequence[TransferCell], path: Path) -> Path:
     """Heat map: rows the task a configuration was searched on, columns the task it was retrained on.
 
-    Each cell is annotated with the held-out main metric × 100 (mean ± sd over seeds) and the
-    retrained configuration's name; its colour is that mean normalised within its column.
+    Each cell is annotated with the reported main metric × 100 (mean ± sd over seeds) and the
+    retrained configuration's name; its colour is that mean normalised within its column. The
+    x label says which ``data.protocol`` produced the scores.
     """
     plt = _pyplot()
     rows = sorted({c.searched_on for c in cells})
@@ -323,7 +332,8 @@ def plot_transfer(cells: Sequence[TransferCell], path: Path) -> Path:
             ax.text(j, i + 0.22, cell.configuration, ha="center", va="center", fontsize=6.5, color=colour)
     ax.set_xticks(range(len(columns)), [f"{t}\n({metric[t]})" for t in columns], fontsize=8)
     ax.set_yticks(range(len(rows)), [f"Ours^{r}" for r in rows], fontsize=8)
-    ax.set_xlabel("retrained on (held-out main metric × 100, mean ± sd over seeds)")
+    kinds = [kind for c in cells for kind in c.kinds]
+    ax.set_xlabel(f"retrained on (main metric × 100, mean ± sd over seeds)\n{scores_label(kinds)}")
     ax.set_ylabel("searched on (task, search method)")
     ax.set_title("Transfer of searched configurations across tasks (Figure 5)", fontsize=10)
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.03)

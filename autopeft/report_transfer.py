@@ -21,7 +21,9 @@ a budget) are preferred, since the best of a front would favour its largest conf
 mix budget into the transfer comparison. Among the remaining candidates the highest mean
 *validation* main metric wins (never the held-out one, which is what the cell reports: choosing
 on it would flatter every cell); ties go to fewer parameters, then the name. A seed retrained
-twice (in two retraining runs) counts once.
+twice (in two retraining runs) counts once. Under ``data.protocol=paper`` the validation split is
+the reported (official dev) split itself, as the paper reports; ``transfer.md`` and ``transfer.csv``
+say which protocol produced each cell.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 from autopeft.bo.store import ResultsStore
 from autopeft.evaluate import RETRAIN_RECORD_KEYS
 from autopeft.io import csv_text
+from autopeft.protocol import record_scoring, scores_caption
 
 log = logging.getLogger("autopeft.report")
 
@@ -66,6 +69,7 @@ TRANSFER_COLUMNS = (
     "mean_x100",
     "sd_x100",
     "candidates",
+    "protocol",
 )
 
 
@@ -243,8 +247,9 @@ class TransferCell:
         configuration: The retrained configuration's name (``best<=1.0%``, ``front-3``, ...).
         description: Its description (modules and layers).
         param_percent: Its % parameters (paper count) on the retraining's backbone.
-        values: Held-out main metric per seed, as recorded (not × 100).
+        values: Reported (``metrics.test``) main metric per seed, as recorded (not × 100).
         candidates: How many configurations of this source were retrained on this task.
+        kinds: ``(protocol, scoring)`` of the records counted (:func:`autopeft.protocol.record_scoring`).
 
     """
 
@@ -257,6 +262,7 @@ class TransferCell:
     param_percent: float | None
     values: tuple[float, ...] = field(default_factory=tuple)
     candidates: int = 1
+    kinds: frozenset[tuple[str, str]] = frozenset()  # record_scoring() of the counted records
 
     @property
     def mean(self) -> float:
@@ -314,6 +320,7 @@ def transfer_cells(retrainings: Sequence[Retraining]) -> list[TransferCell]:
                 param_percent=(first.get("params") or {}).get("paper_percent"),
                 values=tuple(float(r.record["metrics"]["test"][first["main_metric"]]) for r in runs),
                 candidates=len(by_choice),
+                kinds=frozenset(record_scoring(r.record) for r in runs),
             )
         )
     return cells
@@ -326,10 +333,12 @@ def transfer_markdown(cells: Sequence[TransferCell]) -> str:
     by_key = {(c.searched_on, c.target_task): c for c in cells}
     metric = {c.target_task: c.metric for c in cells}
     lines = [
-        "Transfer: held-out main metric × 100 (mean ± sd over seeds; one number: one seed) of the configuration "
+        "Transfer: reported main metric × 100 (mean ± sd over seeds; one number: one seed) of the configuration "
         "searched on the row's task (search method in brackets), retrained on the column's task. Per cell the "
         "configuration named best* if one was retrained, otherwise the best by mean validation score; its name "
         "is in brackets.",
+        "",
+        scores_caption({c.target_task: sorted(c.kinds) for c in cells}),
         "",
         "| searched on | " + " | ".join(f"{t} ({metric[t]})" for t in columns) + " |",
         "|:--|" + "--:|" * len(columns),
@@ -360,6 +369,7 @@ def transfer_rows(cells: Sequence[TransferCell]) -> list[dict[str, Any]]:
             "mean_x100": c.mean,
             "sd_x100": c.sd,
             "candidates": c.candidates,
+            "protocol": ", ".join(sorted({p for p, _ in c.kinds})),
         }
         for c in cells
     ]

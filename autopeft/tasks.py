@@ -8,7 +8,10 @@ overridden from a Hydra config and validated up front.
 Split policy. GLUE and SuperGLUE hide their test labels, so, like the AutoPEFT paper, the
 official validation split serves as our *test* split and a ``dev_fraction`` (10%) of the
 official training split is carved off as our *validation* split (the one a search ranks
-configurations on). The offline stand-ins ship all three splits as files.
+configurations on). The offline stand-ins ship all three splits as files. That is the
+``data.protocol=heldout`` policy; ``data.protocol=paper`` trains on the whole train split and
+validates on the split above called test, the official dev split (SuperGLUE aside, whose split
+the paper's Table 3 states as the held-out one): see :mod:`autopeft.protocol`.
 
 Input construction. A row becomes one or two text segments (``text_a``/``text_b``):
 segment ``i`` is the value of ``text_columns[i]``, or, when ``text_template`` is set,

@@ -2,7 +2,8 @@
 
 :func:`build` turns a composed config into a model, data and Lightning pieces;
 :func:`train_and_evaluate` trains at the configured fidelity, keeps the best validation
-epoch, and reports validation (search) and test (held-out) metrics with both parameter counts.
+epoch, and reports validation (search) and test (reported) metrics with both parameter counts.
+Which splits those are is ``data.protocol``'s choice (:mod:`autopeft.protocol`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from autopeft.model import AutoPeftModel
 from autopeft.module import DivergedError, KeepBestTrainable, PeftLightningModule, TrainThroughput
 from autopeft.params import parameter_report
 from autopeft.peft import PeftSpec, peft_from_config
+from autopeft.protocol import protocol_of, scoring
 from autopeft.tasks import TaskSpec, task_from_config
 
 TRAINER_KEYS = (
@@ -51,7 +53,15 @@ TRAINER_KEYS = (
     "save_weights",
 )
 FIDELITY_KEYS = ("name", "epochs", "early_stopping_patience")
-DATA_KEYS = ("max_length", "max_train_samples", "max_eval_samples", "data_seed", "cache_dir", "num_workers")
+DATA_KEYS = (
+    "max_length",
+    "max_train_samples",
+    "max_eval_samples",
+    "data_seed",
+    "cache_dir",
+    "num_workers",
+    "protocol",
+)
 LOGGER_KEYS = ("csv", "wandb")
 WANDB_KEYS = ("project", "entity", "mode", "tags", "group", "name")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -96,6 +106,7 @@ def validate_run_config(cfg: DictConfig) -> None:
     _positive_int(cfg.data.max_length, "data.max_length")
     _positive_int(cfg.data.max_train_samples, "data.max_train_samples", allow_none=True)
     _positive_int(cfg.data.max_eval_samples, "data.max_eval_samples", allow_none=True)
+    protocol_of(cfg.data)
     for key in ("lr", "lr_peft", "lr_fft"):
         value = cfg.trainer[key]
         if value is not None and not (isinstance(value, (int, float)) and value > 0):
@@ -126,6 +137,7 @@ def build(cfg: DictConfig) -> Setup:
         cache_dir=Path(cfg.data.cache_dir).expanduser(),
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
+        protocol=protocol_of(cfg.data),
     )
     lr = cfg.trainer.lr or (cfg.trainer.lr_fft if spec.full_finetune else cfg.trainer.lr_peft)
     return Setup(task, backbone, spec, model, datamodule, params, float(lr))
@@ -183,9 +195,12 @@ def train_and_evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         run_dir: Where logs go (CSV, W&B).
 
     Returns:
-        A JSON-ready record: configuration, metrics (``validation``: best epoch on the split
-        carved for search; ``test``: held-out split), ``score`` (the task's main validation
-        metric), parameter counts, timings, seed and device.
+        A JSON-ready record: configuration, metrics (``validation``: the best epoch's, on the
+        split epochs are selected on; ``test``: the reported score), ``score`` (the task's main
+        validation metric), ``protocol`` / ``scoring`` / ``selected_on_reported_split`` (what
+        ``test`` is: under ``data.protocol=paper`` the best validation epoch's metrics, validation
+        being the official dev split; under ``heldout`` a split the selection never saw),
+        parameter counts, timings, seed and device.
 
     """
     if wants_layer_selection(cfg):  # Adaptable Adapters: stage 1 learns the layers, stage 2 comes back here
@@ -252,9 +267,14 @@ def _train_once(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         deterministic=cfg.trainer.deterministic,
         default_root_dir=str(run_dir),
     )
+    protocol = protocol_of(cfg.data)
+    scored = scoring(task.benchmark, protocol)
     record: dict[str, Any] = {
         "status": "ok",
         "task": task.name,
+        "protocol": protocol,
+        "scoring": scored,
+        "selected_on_reported_split": scored == "best_dev",
         "backbone": setup.backbone.name,
         "peft": spec.to_dict(),
         "configuration": spec.describe(),
@@ -276,8 +296,15 @@ def _train_once(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if record["status"] == "ok":
         keep_best.restore(module)
         record.update(switch_report(setup.model))  # layer switches at the best epoch, if any
-        trainer.test(module, datamodule=setup.datamodule, verbose=False)
-        record["metrics"] = {"validation": keep_best.best_metrics, "test": module.last_metrics.get("test", {})}
+        if scored == "best_dev":
+            # The test split is the validation split (the official dev split): the reported score
+            # is the best epoch's dev score as the paper reports it; a test pass would only
+            # recompute it.
+            test_metrics = dict(keep_best.best_metrics)
+        else:
+            trainer.test(module, datamodule=setup.datamodule, verbose=False)
+            test_metrics = module.last_metrics.get("test", {})
+        record["metrics"] = {"validation": keep_best.best_metrics, "test": test_metrics}
         record["score"] = keep_best.best_metrics.get(task.main_metric, math.nan)
         record["main_metric"] = task.main_metric
         record["best_epoch"] = keep_best.best_epoch

@@ -28,12 +28,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from autopeft.backbones import shape_of  # noqa: E402
 from autopeft.cli import register_resolvers  # noqa: E402
 from autopeft.pipeline import hydra_composer, pipeline_settings, plan_stages  # noqa: E402
+from autopeft.protocol import protocol_of, scoring  # noqa: E402
+from autopeft.space import SearchSpace  # noqa: E402
+from autopeft.tasks import TASKS  # noqa: E402
 
 #: Train-split sizes (examples) of the paper's tasks: GLUE (Wang et al., 2019) and SuperGLUE
 #: (Wang et al., 2019b), as published with the datasets.
@@ -50,6 +55,14 @@ TRAIN_EXAMPLES = {
     "copa": 400,
     "wic": 5_428,
     "boolq": 9_427,
+}
+
+#: The offline architecture of each hub backbone (same shape, random weights): the search space
+#: of a hub backbone is sized without downloading it.
+ARCH_OF = {
+    "bert_base_uncased": "bert_base_arch",
+    "bert_large_uncased": "bert_large_arch",
+    "roberta_large": "roberta_large_arch",
 }
 
 #: Encoder parameters relative to BERT-base (109M): compute per example scales with them.
@@ -85,15 +98,35 @@ def sweep_cells(experiment: str) -> list[list[str]]:
 
 
 def _search_seconds(cfg, examples: float, speed: float, args: argparse.Namespace) -> tuple[float, int]:
-    evaluations = int(cfg.search.n_init + cfg.search.n_iter)
-    proposals = cfg.search.n_iter if cfg.search.method == "bo" else 0
+    n_init, budget = int(cfg.search.n_init), int(cfg.search.n_init + cfg.search.n_iter)
+    size = _space_size(cfg)
+    if cfg.search.get("enumerate", "auto") == "auto" and size <= n_init:
+        return size * examples / speed, size  # enumerated: every configuration once, no proposals
+    evaluations = min(budget, size)  # a search stops when the space is exhausted
+    proposals = evaluations - n_init if cfg.search.method == "bo" else 0
     return evaluations * examples / speed + proposals * args.seconds_per_proposal, evaluations
+
+
+def _space_size(cfg) -> int:
+    """Distinct configurations of the run's search space, from the backbone's shape alone."""
+    backbone = compose_backbone(ARCH_OF.get(str(cfg.backbone.name), str(cfg.backbone.name)))
+    return SearchSpace.from_config(cfg.space, shape_of(backbone)).num_configurations
+
+
+def compose_backbone(name: str) -> Any:
+    """The ``backbone`` node of ``conf/backbone/<name>.yaml``."""
+    return hydra_composer(ROOT / "conf")([f"backbone={name}"]).backbone
 
 
 def estimate(experiment: str, args: argparse.Namespace) -> dict[str, float | int | str]:
     """GPU hours of one experiment (every pipeline stage, or every sweep cell) under the flags' assumptions."""
     compose = hydra_composer(ROOT / "conf")
-    train_fraction = 0.9  # 10% of train is carved off as the validation split
+
+    def train_fraction(cfg: Any, task: str) -> float:
+        # data.protocol=paper trains GLUE tasks on the whole train split (the dev split validates);
+        # otherwise 10% of train is carved off as the validation split.
+        return 1.0 if scoring(TASKS[task].benchmark, protocol_of(cfg.data)) == "best_dev" else 0.9
+
     full_epochs = 20
     hours = {"search": 0.0, "transfer": 0.0, "baseline": 0.0}
     trainings = 0
@@ -103,32 +136,37 @@ def estimate(experiment: str, args: argparse.Namespace) -> dict[str, float | int
         backbone = str(cfg.backbone.name)
         speed = args.samples_per_second / RELATIVE_SIZE[backbone]
         if cfg.mode == "search":
-            seconds, count = _search_seconds(cfg, TRAIN_EXAMPLES[cfg.task.name] * train_fraction, speed, args)
+            examples = TRAIN_EXAMPLES[cfg.task.name] * train_fraction(cfg, cfg.task.name)
+            seconds, count = _search_seconds(cfg, examples, speed, args)
             hours["search"] += seconds / 3600
             trainings += count
             continue
         if cfg.mode == "train":
             slowdown = args.fft_slowdown if cfg.peft.full_finetune else 1.0
             epochs = cfg.fidelity.epochs
-            hours["baseline"] += TRAIN_EXAMPLES[cfg.task.name] * train_fraction * epochs * slowdown / speed / 3600
+            examples = TRAIN_EXAMPLES[cfg.task.name] * train_fraction(cfg, cfg.task.name)
+            hours["baseline"] += examples * epochs * slowdown / speed / 3600
             trainings += 1
             continue
-        stages = plan_stages(pipeline_settings(cfg), list(cfg.retrain.seeds), Path("/run"))
+        pick = str(cfg.retrain.get("pick", "search_score"))
+        stages = plan_stages(pipeline_settings(cfg), list(cfg.retrain.seeds), Path("/run"), pick=pick)
         for stage in stages:
             task = next(o.split("=", 1)[1] for o in stage.overrides if o.startswith("task="))
-            examples = TRAIN_EXAMPLES[task] * train_fraction
+            examples = TRAIN_EXAMPLES[task] * train_fraction(cfg, task)
             if stage.kind == "search":
                 seconds, count = _search_seconds(cfg, examples, speed, args)
                 trainings += count
             else:
-                configs = args.front_size if cfg.retrain.select == "front" and stage.kind == "transfer" else 1
-                runs = configs * (len(cfg.retrain.seeds) if stage.kind == "transfer" else 1)
+                # A retrained front (retrain.pick=retrained, or select=front) is front_size configurations.
+                whole_front = stage.kind == "front" or (cfg.retrain.select == "front" and stage.kind == "transfer")
+                configs = args.front_size if whole_front else 1
+                runs = configs * (len(cfg.retrain.seeds) if stage.kind in ("front", "transfer") else 1)
                 slowdown = args.fft_slowdown if "peft=fft" in stage.overrides else 1.0
                 if "peft=adaptable" in stage.overrides:
                     slowdown *= 2  # the Adaptable Adapter trains twice: switches first, then the chosen layers
                 seconds = runs * examples * full_epochs * slowdown / speed
                 trainings += runs
-            hours[stage.kind] += seconds / 3600
+            hours["transfer" if stage.kind == "front" else stage.kind] += seconds / 3600  # fronts: retrainings
     return {
         "experiment": experiment,
         "backbone": backbone,
@@ -146,7 +184,9 @@ def main() -> None:
     parser.add_argument("--samples-per-second", type=float, default=1000.0, help="BERT-base training throughput")
     parser.add_argument("--seconds-per-proposal", type=float, default=30.0, help="surrogate fit + acquisition")
     parser.add_argument("--fft-slowdown", type=float, default=2.0, help="full fine-tuning vs PEFT per example")
-    parser.add_argument("--front-size", type=int, default=10, help="configurations on a front (select=front)")
+    parser.add_argument(
+        "--front-size", type=int, default=10, help="configurations on a front (select=front, pick=retrained)"
+    )
     parser.add_argument("experiments", nargs="*", default=list(EXPERIMENTS))
     args = parser.parse_args()
     register_resolvers()

@@ -173,6 +173,7 @@ def replay(args: argparse.Namespace) -> None:
                 f"search={method}",
                 f"search.n_init={args.n_init}",
                 f"search.n_iter={args.budget - args.n_init}",
+                "search.enumerate=never",  # compare the searchers even when the budget covers the table
                 f"search.batch_size={args.batch_size if method == 'bo' else 1}",
                 f"search.acquisition.ref_point.score={float(ref[0])}",
                 f"search.acquisition.ref_point.param_percent={-float(ref[1])}",

@@ -159,3 +159,211 @@ def test_budget_below_every_configuration_and_unknown_indices(
     )
     with pytest.raises(ConfigError, match=r"retrain\.indices has \[99\], not results of"):
         evaluate.choices_from_search(search_dir, settings)
+
+
+# A synthetic search (the store files written as a search writes them, with chosen scores) and a
+# retraining of its front, so each budget rule has a known answer. Result: (% params, search score,
+# retrained validation scores per seed or None for a failed seed). Result 2 is dominated (not on
+# the front, so not retrained) and result 4 failed in the search.
+SYNTHETIC = {
+    0: (0.20, 0.60, [0.69, 0.71]),
+    1: (0.50, 0.80, [0.66, 0.64, None]),
+    2: (0.70, 0.75, None),
+    3: (1.20, 0.90, [0.94, 0.96]),
+}
+
+
+def _synthetic_search(cfg: DictConfig, run_dir: Path) -> dict[int, dict]:
+    """Write ``search.json`` and ``results.jsonl`` of a search with :data:`SYNTHETIC`'s results."""
+    import random
+
+    from omegaconf import OmegaConf
+
+    from autopeft.backbones import shape_of
+    from autopeft.space import SearchSpace
+
+    run_dir.mkdir(parents=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / "search.json").write_text(json.dumps({"config": config}))
+    space = SearchSpace.from_config(config["space"], shape_of(config["backbone"]))
+    points = space.sample(random.Random(1), 5)
+    store = ResultsStore(run_dir / "results.jsonl")
+    results = {}
+    for index, point in enumerate(points):
+        percent, score, _ = SYNTHETIC.get(index, (0.1, None, None))
+        record = {
+            "index": index,
+            "point": point.to_dict(),
+            "status": "ok" if score is not None else "diverged",
+            "score": score,
+            "param_percent": percent,
+            "seconds": 1.0,
+            "seed": 0,
+            "configuration": space.to_peft(point).describe(),
+        }
+        store.append(record)
+        results[index] = record
+    return results
+
+
+def _synthetic_front(search: Path, results: dict[int, dict], front_dir: Path, task: str) -> None:
+    """Write ``retrain.jsonl`` of a retraining of the synthetic search's front on ``task``."""
+    store = ResultsStore(front_dir / "retrain.jsonl", required_keys=evaluate.RETRAIN_RECORD_KEYS)
+    for index, (_, _, seeds) in SYNTHETIC.items():
+        for seed, score in enumerate(seeds or []):
+            store.append(
+                {
+                    "choice": f"front-{index}",
+                    "seed": seed,
+                    "status": "ok" if score is not None else "diverged",
+                    "score": score,
+                    "task": task,
+                    "source": f"{search} result {index}",
+                    "configuration": results[index]["configuration"],
+                    "main_metric": "accuracy",
+                    "metrics": {"test": {"accuracy": score - 0.1}} if score is not None else {},
+                }
+            )
+
+
+@pytest.fixture
+def synthetic(tiny_cfg: Callable[..., DictConfig], tmp_path: Path) -> tuple[Path, Path, dict[int, dict]]:
+    """``(search dir, front retraining dir, results by index)`` of the synthetic search."""
+    search, front = tmp_path / "synthetic_search", tmp_path / "synthetic_front"
+    cfg = tiny_cfg()
+    results = _synthetic_search(cfg, search)
+    _synthetic_front(search, results, front, str(cfg.task.name))
+    return search, front, results
+
+
+def _budget_settings(tiny_cfg: Callable[..., DictConfig], search: Path, budget: float, *extra: str) -> dict:
+    cfg = tiny_cfg(f"retrain.from={search}", "retrain.select=budget", f"retrain.budget_percent={budget}", *extra)
+    return evaluate.retrain_settings(cfg.retrain)
+
+
+@pytest.mark.parametrize(
+    ("pick", "budget", "expected"),
+    [
+        ("search_score", 0.76, 1),  # 0.80 at 0.50% beats 0.60 at 0.20% in the search
+        ("retrained", 0.76, 0),  # but retrained, 0.70 (0.69, 0.71) beats 0.65 (0.66, 0.64; one failed)
+        ("search_score", 2.0, 3),
+        ("retrained", 2.0, 3),
+    ],
+)
+def test_the_budget_pick_by_each_rule_on_a_synthetic_store(
+    tiny_cfg: Callable[..., DictConfig], synthetic: tuple, pick: str, budget: float, expected: int
+) -> None:
+    search, front, _ = synthetic
+    extra = [f"retrain.pick={pick}"] + ([f"retrain.retrained_front={front}"] if pick == "retrained" else [])
+    (choice,) = evaluate.choices_from_search(search, _budget_settings(tiny_cfg, search, budget, *extra))
+    assert choice.source == f"{search} result {expected}"
+    assert choice.pick["rule"] == pick and choice.pick["budget_percent"] == budget
+    assert choice.pick["picked"] == expected
+    candidates = {c["index"]: c for c in choice.pick["candidates"]}
+    assert sorted(candidates) == [0, 1, 3]  # the front: result 2 is dominated, result 4 failed
+    assert {i for i, c in candidates.items() if c["within_budget"]} == {
+        i for i in (0, 1, 3) if SYNTHETIC[i][0] <= budget
+    }
+    assert candidates[1]["search_score"] == 0.80
+    if pick == "retrained":
+        assert choice.name == f"best<={budget}% retrained"
+        assert candidates[0]["retrained_mean"] == pytest.approx(0.70)
+        assert candidates[1]["retrained_mean"] == pytest.approx(0.65)
+        assert (candidates[1]["seeds"], candidates[1]["failed"]) == (2, 1)
+        assert candidates[3]["test_mean"] == pytest.approx(0.85)
+        assert choice.pick["retrained_front"] == str(front)
+        table = evaluate.pick_markdown(choice.pick)
+        assert "retrain.pick=retrained" in table and "| 0 | 0.2000 | 0.6000 | 0.7000 ± 0.0141 |" in table
+        assert "| 2 (1 failed) |" in table
+    else:
+        assert choice.name == f"best<={budget}%" and "retrained_mean" not in candidates[0]
+        assert "retrain.pick=search_score" in evaluate.pick_markdown(choice.pick)
+
+
+@pytest.mark.parametrize("pick", ["search_score", "retrained"])
+def test_a_budget_no_configuration_fits_names_the_smallest_available(
+    tiny_cfg: Callable[..., DictConfig], synthetic: tuple, pick: str
+) -> None:
+    search, front, _ = synthetic
+    extra = [f"retrain.pick={pick}"] + ([f"retrain.retrained_front={front}"] if pick == "retrained" else [])
+    with pytest.raises(ConfigError, match=r"within retrain\.budget_percent=0\.1% \(the smallest uses 0\.2000%\)"):
+        evaluate.choices_from_search(search, _budget_settings(tiny_cfg, search, 0.1, *extra))
+
+
+def test_the_retrained_pick_refuses_a_retraining_of_another_search_or_task(
+    tiny_cfg: Callable[..., DictConfig], synthetic: tuple, tmp_path: Path
+) -> None:
+    search, front, results = synthetic
+    settings = _budget_settings(tiny_cfg, search, 1.0, "retrain.pick=retrained", f"retrain.retrained_front={front}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(ConfigError, match=r"has no retrain\.jsonl: retrain the search's front there first"):
+        evaluate.choices_from_search(search, {**settings, "retrained_front": str(elsewhere)})
+    other_task = tmp_path / "other_task"
+    _synthetic_front(search, results, other_task, "snli_binary")
+    with pytest.raises(ConfigError, match=r"on task 'snli_binary'; retrain\.pick='retrained' ranks retrainings on"):
+        evaluate.choices_from_search(search, {**settings, "retrained_front": str(other_task)})
+    swapped = {**results, 0: {**results[0], "configuration": "SA 999 on layer 7"}}
+    other_search = tmp_path / "other_search"
+    _synthetic_front(search, swapped, other_search, str(tiny_cfg().task.name))
+    with pytest.raises(ConfigError, match=r"not a successful result of the search"):
+        evaluate.choices_from_search(search, {**settings, "retrained_front": str(other_search)})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        (["retrain.pick=best"], r"^retrain\.pick='best'; allowed: 'search_score', 'retrained'$"),
+        (["retrain.pick=retrained"], r"needs retrain\.retrained_front=<run dir"),
+        (["retrain.pick=retrained", "retrain.select=front"], r"it needs retrain\.select=budget, not 'front'"),
+        (["retrain.retrained_front=/x"], r"retrain\.retrained_front='/x' is only read with retrain\.pick='retrained'"),
+    ],
+)
+def test_bad_pick_settings_are_named(
+    tiny_cfg: Callable[..., DictConfig], tmp_path: Path, overrides: list[str], pattern: str
+) -> None:
+    cfg = tiny_cfg("retrain.from=/tmp", "retrain.select=budget", *overrides)
+    with pytest.raises(ConfigError, match=pattern):
+        evaluate.retrain(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_retrained_pick_is_recorded_and_resumes_without_retraining(
+    tiny_cfg: Callable[..., DictConfig], synthetic: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    search, front, _ = synthetic
+    cfg = tiny_cfg(
+        f"retrain.from={search}",
+        "retrain.select=budget",
+        "retrain.budget_percent=0.76",
+        "retrain.pick=retrained",
+        f"retrain.retrained_front={front}",
+        "retrain.seeds=[0,1]",
+        "retrain.label=Ours",
+    )
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "run")
+    rows = mode_retrain(cfg)
+    assert [(row["configuration"], row["seeds"]) for row in rows] == [("Ours", 2)]
+    assert rows[0]["pick"]["rule"] == "retrained" and rows[0]["pick"]["picked"] == 0
+    records = ResultsStore(tmp_path / "run" / "retrain.jsonl", required_keys=evaluate.RETRAIN_RECORD_KEYS).load()
+    assert [(r["seed"], r["source"], r["pick"]["picked"]) for r in records] == [
+        (0, f"{search} result 0", 0),
+        (1, f"{search} result 0", 0),
+    ]
+    table = (tmp_path / "run" / "retrain.md").read_text()
+    assert "Picked by retrain.pick=retrained" in table and "within 0.76% params (search result 0)" in table
+    summary = json.loads((tmp_path / "run" / "retrain_summary.json").read_text())
+    assert summary["rows"][0]["pick"]["budget_percent"] == 0.76
+
+    def must_not_train(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished cell was retrained")
+
+    monkeypatch.setattr("autopeft.train.train_and_evaluate", must_not_train)
+    assert [r["seed"] for r in evaluate.retrain(cfg, tmp_path / "run")] == [0, 1]
+    # The front retraining changes its verdict (result 1 now best): the finished seeds of result 0
+    # must not pass for it under the same name.
+    store = ResultsStore(front / "retrain.jsonl", required_keys=evaluate.RETRAIN_RECORD_KEYS)
+    store.append({**store.load()[2], "seed": 5, "score": 0.99})
+    with pytest.raises(ConfigError, match=r"trained from search result 0, but the choice is now result 1"):
+        evaluate.retrain(cfg, tmp_path / "run")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from autopeft.errors import ConfigError
+from autopeft.evaluate import pick_setting
 from autopeft.pipeline import (
+    STAGE_KINDS,
     Baseline,
     base_overrides,
     check_stage,
@@ -19,6 +22,7 @@ from autopeft.pipeline import (
     hydra_composer,
     pipeline_settings,
     plan_stages,
+    run_pipeline,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +39,9 @@ PIPELINE_EXPERIMENTS = {
     "layer_selection": (1, 4, 3 * 4 * 5),
 }
 
+#: Experiments that retrain each search's front on its own task before picking (retrain.pick=retrained).
+RETRAINED_PICK = {"glue_transfer", "superglue"}
+
 
 def _counts(stages: list) -> tuple[int, int, int]:
     return tuple(sum(s.kind == kind for s in stages) for kind in ("search", "transfer", "baseline"))
@@ -44,8 +51,10 @@ def _counts(stages: list) -> tuple[int, int, int]:
 def test_paper_experiment_plans_have_the_papers_shape(experiment: str, counts: tuple[int, int, int]) -> None:
     cfg = COMPOSE([f"experiment={experiment}"])
     assert cfg.mode == "pipeline"
-    stages = plan_stages(pipeline_settings(cfg), list(cfg.retrain.seeds), Path("/run"))
+    stages = plan_stages(pipeline_settings(cfg), list(cfg.retrain.seeds), Path("/run"), pick_setting(cfg.retrain))
     assert _counts(stages) == counts
+    fronts = [s.path for s in stages if s.kind == "front"]
+    assert fronts == ([f"front/{t}" for t in cfg.pipeline.search_tasks] if experiment in RETRAINED_PICK else [])
     assert len({s.path for s in stages}) == len(stages), "two stages would share a directory"
     assert cfg.fidelity.name == "low" and cfg.pipeline.retrain_fidelity == "full"
 
@@ -56,12 +65,88 @@ def test_every_smoke_stage_composes_and_validates_offline(experiment: str, cache
     overrides = [f"experiment={experiment}", "debug=smoke", f"data.cache_dir={cache_dir}"]
     cfg = COMPOSE(overrides)
     settings = pipeline_settings(cfg)
-    stages = plan_stages(settings, list(cfg.retrain.seeds), Path("/run"))
-    assert stages and all(s.kind in ("search", "transfer", "baseline") for s in stages)
+    stages = plan_stages(settings, list(cfg.retrain.seeds), Path("/run"), pick_setting(cfg.retrain))
+    assert stages and all(s.kind in STAGE_KINDS for s in stages)
+    assert any(s.kind == "front" for s in stages) == (experiment in RETRAINED_PICK)
     for stage in stages:
         stage_cfg = COMPOSE([*overrides, *stage.overrides])
         assert stage_cfg.backbone.source != "hub", f"{experiment}: stage '{stage.label}' needs the hub"
         check_stage(stage_cfg)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "budget", "pick"),
+    [
+        ("glue_transfer", 0.76, "retrained"),  # §5: "using only 0.76% of parameters, AutoPEFT^RTE ..."
+        ("superglue", 0.76, "retrained"),  # Table 3 transfers Table 1's AutoPEFT^RTE
+        ("roberta_large", 0.03, "search_score"),  # Table 9's caption: AutoPEFT^RTE (to QNLI) has 0.03%
+        ("transferability", 1.5, "search_score"),  # ours: the paper gives no budget for Figure 5
+    ],
+)
+def test_paper_experiments_compose_with_the_papers_budget_and_pick(
+    compose_cfg: Callable[..., DictConfig], experiment: str, budget: float, pick: str
+) -> None:
+    cfg = compose_cfg(f"experiment={experiment}")
+    assert (cfg.retrain.select, cfg.retrain.budget_percent, cfg.retrain.pick) == ("budget", budget, pick)
+    assert cfg.retrain.retrained_front is None  # a pipeline points each transfer at its own front stage
+    smoke = compose_cfg(f"experiment={experiment}", "debug=smoke")
+    assert (smoke.retrain.budget_percent, smoke.retrain.pick) == (100.0, pick)
+
+
+def test_the_retrained_pick_plans_each_fronts_retraining_before_the_transfers() -> None:
+    plain = plan_stages(_settings(), [0, 1], Path("/r"))
+    assert not any(s.kind == "front" for s in plain)
+    assert not any(o.startswith("retrain.retrained_front") for s in plain for o in s.overrides)
+    stages = plan_stages(_settings(), [0, 1], Path("/r"), pick="retrained")
+    assert [s.kind for s in stages][:4] == ["search", "search", "front", "front"]
+    assert _counts(stages) == _counts(plain)
+    front = stages[2]
+    assert front.path == "front/a" and front.overrides[:3] == ("task=a", "mode=retrain", "fidelity=full")
+    assert "retrain.select=front" in front.overrides and "retrain.pick=search_score" in front.overrides
+    assert "retrain.from='/r/search/a'" in front.overrides
+    for stage in stages:
+        if stage.kind == "transfer":
+            source = stage.path.split("/")[1].split("_to_")[0]
+            assert f"retrain.retrained_front='/r/front/{source}'" in stage.overrides
+
+
+def test_a_pipeline_with_the_retrained_pick_records_the_rule_and_candidates(tmp_path: Path, cache_dir: Path) -> None:
+    """Fake runners: the plan, the order, the overrides each stage gets and pipeline.json."""
+    overrides = ["experiment=glue_transfer", "debug=smoke", f"data.cache_dir={cache_dir}", "pipeline.baselines=[]"]
+    overrides.append("pipeline.transfer_tasks=[snli_binary,rotten_tomatoes]")
+    cfg = COMPOSE(overrides)
+    calls: list[tuple[str, str, dict]] = []
+    pick = {"rule": "retrained", "budget_percent": 100.0, "picked": 3, "candidates": [{"index": 3}]}
+
+    def search(stage_cfg: DictConfig, stage_dir: Path) -> dict:
+        calls.append(("search", stage_dir.relative_to(tmp_path).as_posix(), {}))
+        return {"state": {"evaluations": 5, "front_size": 2}}
+
+    def retrain(stage_cfg: DictConfig, stage_dir: Path) -> list[dict]:
+        retrain_node = OmegaConf.to_container(stage_cfg.retrain)
+        calls.append(("retrain", stage_dir.relative_to(tmp_path).as_posix(), retrain_node))
+        chosen = retrain_node["pick"] == "retrained"
+        return [
+            {"configuration": "x", "mean": 0.5, "sd": 0.0, "seeds": 1, "failed": 0, "pick": pick if chosen else None}
+        ]
+
+    runners = {"search": search, "retrain": retrain, "train": None, "report": lambda c, d: {}}
+    run_pipeline(cfg, tmp_path, overrides, runners, COMPOSE)
+    assert [(kind, path) for kind, path, _ in calls] == [
+        ("search", "search/snli_binary"),
+        ("retrain", "front/snli_binary"),
+        ("retrain", "transfer/snli_binary_to_snli_binary"),
+        ("retrain", "transfer/snli_binary_to_rotten_tomatoes"),
+    ]
+    front, transfer = calls[1][2], calls[2][2]
+    assert (front["select"], front["pick"], front["retrained_front"]) == ("front", "search_score", None)
+    assert (transfer["select"], transfer["pick"]) == ("budget", "retrained")
+    assert transfer["retrained_front"] == str(tmp_path / "front" / "snli_binary")
+    state = json.loads((tmp_path / "pipeline.json").read_text())
+    assert state["choice"] == {"select": "budget", "pick": "retrained", "budget_percent": 100.0}
+    by_path = {s["path"]: s for s in state["stages"]}
+    assert by_path["transfer/snli_binary_to_rotten_tomatoes"]["pick"] == pick
+    assert "pick" not in by_path["front/snli_binary"]
 
 
 def test_layer_selection_compares_at_the_serial_budget() -> None:
@@ -209,12 +294,28 @@ def test_glue_transfer_smoke_runs_end_to_end_and_resumes_without_redoing_work(tm
     state = _check_finished(run_dir, _run_smoke("glue_transfer", run_dir, cache_dir))
     kinds = [s["kind"] for s in state["stages"]]
     assert kinds.count("search") == 1 and kinds.count("transfer") == 3 and kinds.count("baseline") == 8 * 3
+    # retrain.pick=retrained: the front retrained on the searched task first, the transfers pick from it.
+    assert kinds.count("front") == 1 and kinds.index("front") < kinds.index("transfer")
+    front = [json.loads(line) for line in (run_dir / "front/snli_binary/retrain.jsonl").read_text().splitlines()]
+    transfer = json.loads(
+        (run_dir / "transfer/snli_binary_to_rotten_tomatoes/retrain.jsonl").read_text().splitlines()[0]
+    )
+    assert transfer["pick"]["rule"] == "retrained" and transfer["pick"]["budget_percent"] == 100.0
+    assert {c["index"] for c in transfer["pick"]["candidates"]} == {int(r["source"].split()[-1]) for r in front}
+    assert transfer["source"].endswith(f"result {transfer['pick']['picked']}")
+    assert state["choice"]["pick"] == "retrained"
+    assert (
+        "Picked by retrain.pick=retrained"
+        in (run_dir / "transfer/snli_binary_to_rotten_tomatoes/retrain.md").read_text()
+    )
     table = (run_dir / "report" / "table.md").read_text()
     for row in ("AutoPEFT^SNLI_BINARY", "| fft |", "| mam |", "| unipelt |", "| adamix |"):
         assert row in table
     assert (run_dir / "report" / "transfer.png").is_file()
     stamps = {p: p.stat().st_mtime_ns for p in run_dir.glob("baselines/*/*/seed0/results.json")}
     assert len(stamps) == 24
+    stores = {p: p.read_bytes() for p in run_dir.glob("*/*/retrain.jsonl")}
+    assert len(stores) == 4  # the front and the three transfers
     adamix = json.loads((run_dir / "baselines/adamix/snli_binary/seed0/results.json").read_text())
     assert adamix["config"]["trainer"]["lr"] == 4e-4 and adamix["config"]["trainer"]["weight_decay"] == 0.1
     again = subprocess.run(
@@ -223,6 +324,7 @@ def test_glue_transfer_smoke_runs_end_to_end_and_resumes_without_redoing_work(tm
     _check_finished(run_dir, again)
     assert again.stdout.count("already finished, skipped") == 24
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert {p: p.read_bytes() for p in stores} == stores  # no seed of the front or a transfer retrained
 
 
 @pytest.mark.slow

@@ -158,10 +158,18 @@ def test_sweep_experiments_run_offline_with_debug_smoke(tmp_path: Path, experime
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [json.loads(p.read_text()) for p in sweep.rglob("summary.json")]
-    assert len(summaries) == cells and all(s["state"]["evaluations"] == 5 for s in summaries)
+    enumerated = 3 if experiment == "ablation" else None  # the smoke's SA space: 3 sizes, each once
+    assert len(summaries) == cells and all(
+        s["state"]["evaluations"] == (enumerated if s["space"]["name"] == "sa" and enumerated else 5) for s in summaries
+    )
     if experiment == "ablation":
         assert sorted(s["space"]["name"] for s in summaries) == sorted(
             ["sa", "sa_layer", "sa_pa", "sa_pa_layer", "sa_pa_pt", "sa_pa_pt_layer"]
         )
+        # the SA space (3 sizes in the smoke, <= n_init 3) is enumerated, the other five searched
+        assert {s["space"]["name"]: s["searcher"] for s in summaries} == {
+            "sa": "enumeration",
+            **{name: "bo" for name in ("sa_layer", "sa_pa", "sa_pa_layer", "sa_pa_pt", "sa_pa_pt_layer")},
+        }
     else:
         assert sorted(s["method"] for s in summaries) == ["bo", "random"]

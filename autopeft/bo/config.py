@@ -13,7 +13,7 @@ from autopeft.bo.executor import ParallelSettings
 from autopeft.bo.local_search import LocalSearchSettings
 from autopeft.bo.nsga2 import NSGA2Searcher, nsga2_settings
 from autopeft.bo.pareto import parse_ref_point
-from autopeft.bo.searchers import BayesianSearcher, RandomSearcher, Searcher
+from autopeft.bo.searchers import BayesianSearcher, EnumerationSearcher, RandomSearcher, Searcher, configuration_count
 from autopeft.bo.surrogate import SurrogateSettings
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.space import Point, SearchSpace
@@ -21,11 +21,17 @@ from autopeft.space import Point, SearchSpace
 #: Search methods: AutoPEFT's BO and the two baselines.
 METHODS = ("bo", "random", "nsga2")
 
+#: ``search.enumerate``: ``auto`` evaluates every configuration of a space that has no more of
+#: them than the initial design ``n_init`` (in ascending % params) instead of searching it; ``never``
+#: always searches.
+ENUMERATE = ("auto", "never")
+
 #: Keys of the ``search`` node.
 SEARCH_KEYS = (
     "method",
     "n_init",
     "n_iter",
+    "enumerate",
     "batch_size",
     "progress",
     "surrogate",
@@ -36,7 +42,7 @@ SEARCH_KEYS = (
 )
 
 #: Keys a ``search`` node may leave out (they then take their defaults).
-OPTIONAL_SEARCH_KEYS = ("parallel",)
+OPTIONAL_SEARCH_KEYS = ("parallel", "enumerate")
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class SearchSettings:
         n_init: Random initial configurations (paper 100); for ``random`` and ``nsga2`` only part
             of the budget ``n_init + n_iter``.
         n_iter: Configurations proposed after the initial design (paper 100).
+        enumerate: ``auto``: a space with at most ``n_init`` distinct configurations is
+            enumerated (each evaluated once, ascending % params) instead of searched;
+            ``never``: always search.
         batch_size: Configurations proposed at once (q); BO proposes a batch greedily with the
             earlier members as pending points.
         progress: Show a progress bar on a terminal.
@@ -71,6 +80,7 @@ class SearchSettings:
     local_search: LocalSearchSettings
     nsga2: dict[str, Any]
     parallel: ParallelSettings = field(default_factory=ParallelSettings)
+    enumerate: str = "auto"
 
     @property
     def budget(self) -> int:
@@ -87,6 +97,9 @@ class SearchSettings:
             raise ConfigError(f"search node lacks {missing}; it needs {allowed_list(SEARCH_KEYS)}")
         if values["method"] not in METHODS:
             raise ConfigError(f"search.method={values['method']!r}; allowed: {allowed_list(METHODS)}")
+        enumerate_ = values.get("enumerate", "auto")
+        if enumerate_ not in ENUMERATE:
+            raise ConfigError(f"search.enumerate={enumerate_!r}; allowed: {allowed_list(ENUMERATE)}")
         for key, low in (("n_init", 1), ("n_iter", 0), ("batch_size", 1)):
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -104,6 +117,7 @@ class SearchSettings:
             local_search=LocalSearchSettings.from_config(values["local_search"] or {}),
             nsga2=nsga2_settings(values["nsga2"]),
             parallel=ParallelSettings.from_config(values.get("parallel")),
+            enumerate=enumerate_,
         )
 
 
@@ -114,7 +128,17 @@ def make_searcher(
     seed: int,
     candidates: Sequence[Point] | None = None,
 ) -> Searcher:
-    """The searcher ``settings.method`` names, optionally restricted to ``candidates``."""
+    """The searcher ``settings.method`` names, optionally restricted to ``candidates``.
+
+    With ``search.enumerate=auto`` a space (or candidate list) with no more distinct
+    configurations than the initial design ``n_init`` gets an :class:`EnumerationSearcher`
+    instead, whatever the method: the random initial design would be the whole space in a
+    random order. A space larger than ``n_init`` but within the budget is searched, and the
+    search then evaluates every configuration once too, in the order the method chooses (the
+    paper's Figure 7 enumerates SA, 11 sizes, and searches SA-PA's 121 with 100 + 100).
+    """
+    if settings.enumerate == "auto" and configuration_count(space, candidates) <= settings.n_init:
+        return EnumerationSearcher(space, candidates)
     if settings.method == "random":
         return RandomSearcher(space, seed, candidates, n_init=settings.n_init)
     if settings.method == "nsga2":

@@ -90,8 +90,12 @@ def plot_search(
     failed = [r for r in records if not is_success(r)]
     front = front_records(records)
     fig, (ax, ax_hv) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
-    styles = {"init": ("#9aa5b1", "initial (random)"), "bo": ("#1f77b4", "BO proposal")}
-    order = {"init": 0, "bo": 1}
+    styles = {
+        "init": ("#9aa5b1", "initial (random)"),
+        "bo": ("#1f77b4", "BO proposal"),
+        "enumeration": ("#9467bd", "enumerated (every configuration)"),
+    }
+    order = {"init": 0, "bo": 1, "enumeration": 1}
     for phase in sorted({r.get("phase") or "other" for r in ok}, key=lambda p: (order.get(p, 2), p)):
         colour, label = styles.get(phase, ("#2ca02c", phase))
         members = [r for r in ok if (r.get("phase") or "other") == phase]
@@ -119,7 +123,8 @@ def plot_search(
     ax.set_ylabel(f"{metric} (validation, low fidelity)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when no evaluation succeeded
+        ax.legend(loc="best", fontsize=8)
 
     points = [(i + 1, hv) for i, hv in enumerate(hypervolumes) if hv is not None and not math.isnan(hv)]
     if points:

@@ -34,7 +34,7 @@ from autopeft.bo.config import SearchSettings, make_searcher
 from autopeft.bo.executor import make_executor, resolve_workers
 from autopeft.bo.local_search import SpaceExhaustedError
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix, pareto_mask, search_reference
-from autopeft.bo.searchers import History
+from autopeft.bo.searchers import EnumerationSearcher, History
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
 from autopeft.io import RunDirectoryLock, atomic_write_json
@@ -169,15 +169,23 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Dict
 
 
 class Tracker:
-    """Front size, best score and hypervolume of the records so far."""
+    """Front size, best score and hypervolume of the records so far.
 
-    def __init__(self, settings: SearchSettings) -> None:
+    Args:
+        settings: The search settings (the configured reference point).
+        design_size: How many first evaluations the reference point is inferred from: the
+            initial design (``n_init``), or the whole enumeration of an enumerated search.
+
+    """
+
+    def __init__(self, settings: SearchSettings, design_size: int | None = None) -> None:
         self.settings = settings
+        self.design_size = settings.n_init if design_size is None else design_size
 
     def state(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         """``best``, ``front_size``, ``hypervolume`` (None before a reference point exists), ``failed``."""
         ok = [r for r in records if is_success(r)]
-        ref = search_reference(records, self.settings.ref_point, self.settings.n_init)
+        ref = search_reference(records, self.settings.ref_point, self.design_size)
         Y = objective_matrix(ok)
         return {
             "evaluations": len(records),
@@ -246,8 +254,19 @@ def _run_locked(
 
         objective = TrainingObjective(cfg, space, backbone.num_params, files.run_dir)
     searcher = make_searcher(settings, space, backbone.num_params, int(cfg.seed), candidates)
-    tracker = Tracker(settings)
     budget = settings.budget
+    tracker = Tracker(settings)
+    if isinstance(searcher, EnumerationSearcher):
+        budget = min(budget, searcher.size)  # no configuration twice: the enumeration ends the search
+        log.info(
+            "space %r has %d configurations <= search.n_init %d: enumerating every one once, ascending %% params, "
+            "instead of searching (search.enumerate=auto)",
+            space.name,
+            searcher.size,
+            settings.n_init,
+        )
+        if all(p.get("info", {}).get("phase") == "enumeration" for p in proposals):
+            tracker = Tracker(settings, design_size=searcher.size)  # the reference comes from all of them
     if records:
         log.info("resuming %s: %d of %d evaluations done", files.run_dir, len(records), budget)
     progress = _progress_bar(settings, budget, len(records))
@@ -272,7 +291,7 @@ def _run_locked(
         )
     executor = make_executor(settings.parallel, workers)
     in_flight: dict[cf.Future, dict[str, Any]] = {}
-    exhausted = False
+    exhausted: str | None = None  # why the searcher had no more proposals
     with redirect:
         try:
             while len(records) < budget:
@@ -284,7 +303,7 @@ def _run_locked(
                     point = space.check(Point.from_dict(entry["point"]))
                     in_flight[executor.submit(objective, point, entry["index"])] = entry
                     continue
-                if not waiting and len(in_flight) < outstanding and len(proposals) < budget and not exhausted:
+                if not waiting and len(in_flight) < outstanding and len(proposals) < budget and exhausted is None:
                     t0 = time.perf_counter()
                     count = settings.batch_size if workers == 1 else outstanding - len(in_flight)
                     count = min(count, budget - len(proposals))
@@ -293,7 +312,7 @@ def _run_locked(
                         batch_proposals = searcher.propose(history, count)
                     except SpaceExhaustedError as err:
                         log.warning("no more proposals after %d evaluations: %s", len(proposals), err)
-                        exhausted = True
+                        exhausted = str(err)
                         continue
                     for proposal in batch_proposals:
                         entry = {
@@ -339,12 +358,35 @@ def _run_locked(
         "records": records,
         "proposals": proposals,
         "state": state,
+        "failure": search_failure(records, exhausted),
+        "searcher": searcher.name,
         "space": space,
         "settings": settings,
         "backbone_params": backbone.num_params,
         "run_dir": files.run_dir,
         "timings": {**timings, "wall_seconds": time.perf_counter() - started, "workers": workers},
     }
+
+
+def search_failure(records: list[dict[str, Any]], exhausted: str | None = None) -> str | None:
+    """Why a search has no successful evaluation, in one line; None when it has one.
+
+    Args:
+        records: The search's evaluations.
+        exhausted: Why the searcher stopped proposing, if it did.
+
+    """
+    if any(is_success(r) for r in records):
+        return None
+    if not records:
+        return "nothing was evaluated" + (f": {exhausted}" if exhausted else "")
+    first = min(records, key=lambda r: r["index"])
+    if first.get("status") == "ok":  # finished, but its score is missing or NaN
+        why = f"no usable score ({first.get('score')!r})"
+    else:
+        why = f"{first.get('status')}: {first.get('reason') or 'no reason recorded'}"
+    which = "the only evaluation failed" if len(records) == 1 else f"all {len(records)} evaluations failed"
+    return f"{which}; the first (evaluation {first['index']}, {first.get('configuration') or first.get('point')}) {why}"
 
 
 def _check_consistent(

@@ -1,5 +1,8 @@
 """Searchers: what proposes the next configurations. AutoPEFT's BO and two baselines, one interface.
 
+A space with no more distinct configurations than the budget is not searched but enumerated
+(:class:`EnumerationSearcher`, ``search.enumerate=auto``): the SA ablation of the paper's Figure 7.
+
 Every searcher is a pure function of the search's history (the evaluations stored so far and the
 proposals logged so far) and the seed, so a resumed search proposes exactly what the
 uninterrupted one would have. None of them ever proposes a configuration that is already
@@ -93,9 +96,47 @@ def initial_design(
 
     Drawn in one go from the seed alone, so the design does not depend on how it is proposed
     (``search.batch_size``) or by which searcher: BO and random search with the same seed and
-    ``n_init`` evaluate exactly the same initial configurations.
+    ``n_init`` evaluate exactly the same initial configurations. A space (or candidate list) with
+    fewer than ``n_init`` distinct configurations gives all of them, in random order.
     """
-    return random_unseen(space, set(), step_rng(seed, 0, INIT_SALT), n_init, candidates)
+    count = min(n_init, configuration_count(space, candidates))
+    return random_unseen(space, set(), step_rng(seed, 0, INIT_SALT), count, candidates)
+
+
+def design_proposals(
+    space: SearchSpace, seed: int, n_init: int, candidates: Sequence[Point] | None, step: int, n: int
+) -> list[Proposal]:
+    """Proposals ``step .. step + n`` of the initial design (batches never straddle its end).
+
+    Raises:
+        SpaceExhaustedError: If the design is used up before ``n_init`` proposals: the space
+            has fewer configurations than ``n_init`` and every one of them is proposed.
+
+    """
+    design = initial_design(space, seed, n_init, candidates)
+    if step >= len(design):
+        raise SpaceExhaustedError(f"all {len(design)} configurations of space {space.name!r} are proposed")
+    return [Proposal(p, {"phase": "init"}) for p in design[step : step + n]]
+
+
+def configuration_count(space: SearchSpace, candidates: Sequence[Point] | None = None) -> int:
+    """Distinct configurations a search can propose: of the space, or of ``candidates`` when given."""
+    if candidates is None:
+        return space.num_configurations
+    return len({space.canonical(p) for p in candidates})
+
+
+def enumeration_order(space: SearchSpace, candidates: Sequence[Point] | None = None) -> list[Point]:
+    """Every distinct configuration once, ascending in parameter count (a pure function of the space).
+
+    With ``candidates``: each distinct one (its first occurrence, as listed) in the same order.
+    """
+    if candidates is None:
+        return space.enumerate_configurations()
+    unique: dict[Point, Point] = {}
+    for point in candidates:
+        unique.setdefault(space.canonical(point), point)
+    return [unique[key] for key in sorted(unique, key=space.enumeration_key)]
 
 
 def random_unseen(
@@ -124,6 +165,48 @@ def random_unseen(
 
 
 @dataclass
+class EnumerationSearcher:
+    """Every configuration of a small space once, in ascending % params (paper Figure 7's SA).
+
+    Used instead of a search when the space has no more distinct configurations than the budget
+    (``search.enumerate=auto``). The order is a pure function of the space (or candidate list),
+    and each proposal is the next configuration not yet evaluated or pending, so a resumed
+    enumeration goes on where it stopped, and one that follows a search (an extended budget)
+    evaluates exactly what that search left out.
+
+    Attributes:
+        space: The search space.
+        candidates: Restrict the enumeration to these configurations (tabulated benchmarks).
+
+    """
+
+    space: SearchSpace
+    candidates: Sequence[Point] | None = None
+    name: str = "enumeration"
+
+    def __post_init__(self) -> None:
+        self.order = enumeration_order(self.space, self.candidates)
+
+    @property
+    def size(self) -> int:
+        """Number of configurations enumerated."""
+        return len(self.order)
+
+    def propose(self, history: History, n: int) -> list[Proposal]:
+        """The next ``n`` configurations of :attr:`order` that are neither evaluated nor pending.
+
+        Raises:
+            SpaceExhaustedError: If every configuration has been proposed.
+
+        """
+        seen = history.seen(self.space)
+        left = [p for p in self.order if self.space.canonical(p) not in seen]
+        if not left:
+            raise SpaceExhaustedError(f"all {self.size} configurations of space {self.space.name!r} are proposed")
+        return [Proposal(p, {"phase": "enumeration"}) for p in left[:n]]
+
+
+@dataclass
 class RandomSearcher:
     """Uniform random search without repeats (the paper's Figure 6 baseline)."""
 
@@ -137,8 +220,7 @@ class RandomSearcher:
         """``n`` random unseen configurations."""
         step = len(history.proposals)
         if step < self.n_init:  # batches never straddle the initial design, as in BO
-            design = initial_design(self.space, self.seed, self.n_init, self.candidates)
-            return [Proposal(p, {"phase": "init"}) for p in design[step : step + n]]
+            return design_proposals(self.space, self.seed, self.n_init, self.candidates, step, n)
         rng = step_rng(self.seed, step, self.name)
         seen = history.seen(self.space)
         return [Proposal(p, {"phase": "random"}) for p in random_unseen(self.space, seen, rng, n, self.candidates)]
@@ -178,8 +260,7 @@ class BayesianSearcher:
         step = len(history.proposals)
         seen = history.seen(self.space)
         if step < self.n_init:
-            design = initial_design(self.space, self.seed, self.n_init, self.candidates)
-            return [Proposal(p, {"phase": "init"}) for p in design[step : step + n]]
+            return design_proposals(self.space, self.seed, self.n_init, self.candidates, step, n)
         ok = [r for r in history.records if is_success(r)]
         if len({r["score"] for r in ok}) < 2:
             # Nothing to model: every evaluation failed, or all scored the same (e.g. every
