@@ -115,3 +115,26 @@ def test_search_speed_measures_both_modes_on_the_same_search(tmp_path: Path, cap
     assert len(designs[0]) == 3 and designs[0] == designs[1]
     out = capsys.readouterr().out
     assert "| mode | evaluations | wall clock (s) | CPU busy % |" in out and "speed-up of parallel" in out
+
+
+def test_fidelity_agreement_statistics_and_its_settings_guard(tmp_path: Path) -> None:
+    module = _load("fidelity_agreement")
+    x = [0.1, 0.2, 0.3, 0.4, 0.5]
+    same, reversed_ = module.agreement(x, [v * 2 for v in x]), module.agreement(x, x[::-1])
+    assert same["spearman"] == pytest.approx(1.0) and same["kendall"] == pytest.approx(1.0)
+    assert reversed_["spearman"] == pytest.approx(-1.0)
+    low, high = same["spearman_ci95"]
+    assert low <= same["spearman"] <= high
+    assert module.top_k_overlap([5, 4, 3, 2, 1], [1, 2, 3, 4, 5], 2) == 0
+    assert module.top_k_overlap([5, 4, 3, 2, 1], [5, 4, 1, 1, 1], 2) == 2
+    # Configurations at the floor (collapsed training) of either column are left out of the second view.
+    low_scores = {0: 0.5, 1: 0.7, 2: 0.6, 3: 0.8, 4: 0.5}
+    full_scores = {0: 0.5, 1: 0.75, 2: 0.65, 3: 0.85, 4: 0.7}
+    learning = module._learning_only(low_scores, full_scores, [0, 1, 2, 3, 4])
+    assert learning["n"] == 3 and learning["collapsed"] == 2 and learning["spearman"] == pytest.approx(1.0)
+    args = argparse.Namespace(**{key: 1 for key in module.SETTING_ARGS})
+    module.check_same_settings(tmp_path / "run", args)
+    module.check_same_settings(tmp_path / "run", args)  # same settings: resumes
+    args.train = 2
+    with pytest.raises(SystemExit, match=r"made with other settings: --train 1 \(now 2\)"):
+        module.check_same_settings(tmp_path / "run", args)
