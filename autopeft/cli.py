@@ -318,11 +318,12 @@ def mode_retrain(cfg: DictConfig, run_dir: Path | None = None) -> list[dict[str,
     records = retrain(cfg, run_dir)
     rows = summarise(records, task.main_metric)
     scores = scores_caption({task.name: [record_scoring(r) for r in records if r.get("status") == "ok"]})
+    protocol = protocol_of(cfg.data)
     lines = [
         f"### Retrained at fidelity {cfg.fidelity.name}: {task.name}, {cfg.backbone.name}, "
         f"{task.main_metric} (mean ± sd over seeds)",
         "",
-        scores or f"Scores: {scores_text(protocol_of(cfg.data), scoring(task.benchmark, protocol_of(cfg.data)))}.",
+        scores or f"Scores: {scores_text(protocol, scoring(task.benchmark, protocol))}.",
         "",
         f"| configuration | {task.main_metric} | seeds | % params (paper) | search score | description |",
         "|:--|--:|--:|--:|--:|:--|",

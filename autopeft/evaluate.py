@@ -229,6 +229,19 @@ def _no_fit(what: str, budget: float, smallest: float) -> ConfigError:
     )
 
 
+def _best_within(items: Sequence[Mapping[str, Any]], budget: float, score: str, what: str) -> Mapping[str, Any]:
+    """The item with the highest ``score`` within ``budget`` % params; ties go to fewer parameters.
+
+    Raises:
+        ConfigError: If none fits the budget; the message names ``what`` and the smallest % params.
+
+    """
+    fits = [item for item in items if item["param_percent"] <= budget]
+    if not fits:
+        raise _no_fit(what, budget, min(item["param_percent"] for item in items))
+    return max(fits, key=lambda item: (item[score], -item["param_percent"]))
+
+
 def _pick_by_search_score(
     run_dir: Path, records: Sequence[Mapping[str, Any]], ok: Sequence[Mapping[str, Any]], budget: float
 ) -> tuple[Mapping[str, Any], dict[str, Any]]:
@@ -241,10 +254,7 @@ def _pick_by_search_score(
         ConfigError: If no successful result fits the budget; the message gives the smallest % params.
 
     """
-    fits = [r for r in ok if r["param_percent"] <= budget]
-    if not fits:
-        raise _no_fit(f"successful configuration of {run_dir}", budget, min(r["param_percent"] for r in ok))
-    best = max(fits, key=lambda r: (r["score"], -r["param_percent"]))
+    best = _best_within(ok, budget, "score", f"successful configuration of {run_dir}")
     pick = {
         "rule": "search_score",
         "budget_percent": budget,
@@ -326,10 +336,7 @@ def _pick_retrained(
         raise ConfigError(
             f"no configuration in {store_path} retrained successfully: retrain.pick='retrained' has no score"
         )
-    fits = [c for c in scored if c["within_budget"]]
-    if not fits:
-        raise _no_fit(f"retrained configuration in {store_path}", budget, min(c["param_percent"] for c in scored))
-    best = max(fits, key=lambda c: (c["retrained_mean"], -c["param_percent"]))
+    best = _best_within(scored, budget, "retrained_mean", f"retrained configuration in {store_path}")
     pick = {
         "rule": "retrained",
         "budget_percent": budget,

@@ -1,7 +1,8 @@
 """Searchers: what proposes the next configurations. AutoPEFT's BO and two baselines, one interface.
 
-A space with no more distinct configurations than the budget is not searched but enumerated
-(:class:`EnumerationSearcher`, ``search.enumerate=auto``): the SA ablation of the paper's Figure 7.
+A space with no more distinct configurations than the initial design (``n_init``) is not searched
+but enumerated (:class:`EnumerationSearcher`, ``search.enumerate=auto``): the SA ablation of the
+paper's Figure 7.
 
 Every searcher is a pure function of the search's history (the evaluations stored so far and the
 proposals logged so far) and the seed, so a resumed search proposes exactly what the
@@ -168,11 +169,10 @@ def random_unseen(
 class EnumerationSearcher:
     """Every configuration of a small space once, in ascending % params (paper Figure 7's SA).
 
-    Used instead of a search when the space has no more distinct configurations than the budget
-    (``search.enumerate=auto``). The order is a pure function of the space (or candidate list),
-    and each proposal is the next configuration not yet evaluated or pending, so a resumed
-    enumeration goes on where it stopped, and one that follows a search (an extended budget)
-    evaluates exactly what that search left out.
+    Used instead of a search when the space has no more distinct configurations than the initial
+    design ``n_init`` (``search.enumerate=auto``). The order is a pure function of the space (or
+    candidate list), and each proposal is the next configuration not yet evaluated or pending, so
+    a resumed enumeration goes on where it stopped.
 
     Attributes:
         space: The search space.
