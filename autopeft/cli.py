@@ -213,6 +213,7 @@ def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     """
     from autopeft.bo.front import front_rows, write_search_report
     from autopeft.bo.loop import resumed_config, run_search
+    from autopeft.bo.objectives import ParamAxis
     from autopeft.bo.pareto import hypervolume_trace
     from autopeft.bo.wandb_log import SearchWandb
     from autopeft.tasks import task_from_config
@@ -237,9 +238,10 @@ def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     result = run_search(cfg, run_dir, resume=bool(resume), on_record=on_record)
     state, records = result["state"], result["records"]
     ref = state["ref_point"]
+    param_axis = ParamAxis.from_json(state["param_objective"])
     import torch
 
-    trace = hypervolume_trace(records, None if ref is None else torch.tensor(ref, dtype=torch.float64))
+    trace = hypervolume_trace(records, None if ref is None else torch.tensor(ref, dtype=torch.float64), param_axis)
     what = "Enumeration" if result["searcher"] == "enumeration" else f"{cfg.search.method.upper()} search"
     title = f"{what}: {task.name}, {cfg.backbone.name}, space {result['space'].name}"
     summary = {
@@ -250,13 +252,14 @@ def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
         "method": cfg.search.method,
         "seed": int(cfg.seed),
         "state": state,
+        "param_objective": param_axis.to_json(),  # the axis of the hypervolumes and the reference point
         "hypervolume_trace": trace,
         "timings": result["timings"],
         "run_dir": str(run_dir),
         "searcher": result["searcher"],
         "failure": result["failure"],
     }
-    paths = write_search_report(run_dir, records, trace, task.main_metric, title, summary)
+    paths = write_search_report(run_dir, records, trace, task.main_metric, title, summary, param_axis)
     if wandb_logger is None:
         wandb_logger = SearchWandb(cfg, run_dir)
     wandb_logger.log_final(front_rows(records), paths["plot"], summary)
@@ -284,6 +287,7 @@ def search_command(cfg: DictConfig) -> dict[str, Any]:
 def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
     state, timings = summary["state"], summary["timings"]
     hv = f"{state['hypervolume']:.4g}" if state["hypervolume"] is not None else "-"
+    hv_label = f"hypervolume ({summary['param_objective']['label']})"
     lines = [
         "",
         paths["front_md"].read_text().rstrip(),
@@ -291,7 +295,7 @@ def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
         f"{state['evaluations']} evaluations ({state['failed']} failed"
         + ("; every configuration of the space, enumerated" if summary["searcher"] == "enumeration" else "")
         + f"), front {state['front_size']}, "
-        f"hypervolume {hv} (reference point {state['ref_point']}), "
+        f"{hv_label} {hv} (reference point {state['ref_point']}), "
         f"{timings['wall_seconds']:.0f}s this session "
         f"({timings['evaluate_seconds']:.0f}s training, {timings['propose_seconds']:.0f}s proposing)",
         f"front table: {paths['front_md']} and {paths['front_csv'].name}; plot: {paths['plot']}",

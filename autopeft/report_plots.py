@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopeft.bo.objectives import ParamAxis
 from autopeft.bo.pareto import hypervolume_trace, parse_ref_point, search_reference
 from autopeft.bo.store import ResultsStore
 from autopeft.io import save_figure
@@ -246,22 +247,31 @@ def plot_fronts_full(panels: Mapping[str, FullFidelityPanel], path: Path) -> Pat
 
 
 def plot_hypervolume(runs: Runs, path: Path) -> Path:
-    """Hypervolume against evaluations, mean ± sd over seeds of each (method, task, space)."""
+    """Hypervolume against evaluations, mean ± sd over seeds of each (method, task, space, axis).
+
+    Each search's hypervolume is on its own parameter axis (``search.param_objective``, saved
+    with its floor in ``search.json``; a run without it is on the linear axis), and searches on
+    different axes are never averaged together.
+    """
     plt = _pyplot()
     import torch
 
     groups: dict[str, list[list[float]]] = defaultdict(list)
+    labels: set[str] = set()
     for run in runs.searches:
-        config = _search_config(run)
+        manifest = json.loads((run / "search.json").read_text())
+        config = manifest["config"]
+        axis = ParamAxis.from_json(manifest.get("param_objective"))
         records = ResultsStore(run / "results.jsonl").load()
         acquisition = config["search"].get("acquisition") or {}
         # An enumerated search takes its reference from every configuration, as the loop does.
         enumerated = bool(records) and records[0].get("phase") == "enumeration"
         design = len(records) if enumerated else config["search"]["n_init"]
-        ref = search_reference(records, parse_ref_point(acquisition.get("ref_point")), design)
-        trace = [math.nan if v is None else v for v in hypervolume_trace(records, ref)]
+        ref = search_reference(records, parse_ref_point(acquisition.get("ref_point")), design, axis)
+        trace = [math.nan if v is None else v for v in hypervolume_trace(records, ref, axis)]
         if trace:
-            groups[_search_label(config)].append(trace)
+            groups[f"{_search_label(config)} · {axis.label}"].append(trace)
+            labels.add(axis.label)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, traces in groups.items():
         length = min(len(t) for t in traces)
@@ -273,7 +283,7 @@ def plot_hypervolume(runs: Runs, path: Path) -> Path:
             sd = runs_t.std(0)
             ax.fill_between(xs, mean - sd, mean + sd, alpha=0.15, color=line.get_color())
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("hypervolume (search's reference point)")
+    ax.set_ylabel(f"hypervolume ({' | '.join(sorted(labels)) or '% params'}; search's reference point)")
     ax.set_title("Hypervolume over the search (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     if groups:

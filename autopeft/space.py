@@ -565,6 +565,10 @@ class SearchSpace:
             "configurations": self.num_configurations,
         }
 
+    def from_indices(self, bits: Sequence[bool], indices: Sequence[int]) -> Point:
+        """The point with searched mask ``bits`` and choice index ``indices[i]`` for module ``i``."""
+        return self._from_indices(bits, indices)
+
     # ------------------------------------------------------------------ helpers
 
     def _from_indices(self, bits: Sequence[bool], indices: Sequence[int]) -> Point:

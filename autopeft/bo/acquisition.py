@@ -1,9 +1,11 @@
 """The acquisition function: noisy expected hypervolume improvement (NEHVI) over two objectives.
 
-Objectives, both maximised: the task score (modelled by the surrogate) and minus the % of
-trainable parameters. The parameter objective is an exact function of a configuration's
-encoding, so it is computed from ``X`` inside a botorch multi-output objective instead of being
-modelled: no GP noise or extrapolation error on a number we know.
+Objectives, both maximised: the task score (modelled by the surrogate) and the parameter
+objective, minus the % of trainable parameters on the search's axis (``search.param_objective``:
+``-% params`` or ``-log10 % params``, see :mod:`autopeft.bo.objectives`). The parameter objective
+is an exact function of a configuration's encoding, so it is computed from ``X`` inside a botorch
+multi-output objective instead of being modelled: no GP noise or extrapolation error on a number
+we know.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from botorch.acquisition.objective import MCAcquisitionObjective
 from botorch.models.model import Model
 from botorch.sampling import SobolQMCNormalSampler
 
+from autopeft.bo.objectives import LINEAR, ParamAxis
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.space import SearchSpace
 
@@ -57,14 +60,17 @@ class AcquisitionSettings:
         return settings
 
 
-def objectives_objective(space: SearchSpace, backbone_params: int, ensemble: bool) -> MCAcquisitionObjective:
-    """The botorch objective mapping score samples to ``[score, -% params]``.
+def objectives_objective(
+    space: SearchSpace, backbone_params: int, ensemble: bool, param_axis: ParamAxis = LINEAR
+) -> MCAcquisitionObjective:
+    """The botorch objective mapping score samples to ``[score, param_axis(% params)]``.
 
     Args:
         space: Gives the exact parameter count of an encoding.
         backbone_params: Denominator of the percentage.
         ensemble: Whether the model's samples carry a dimension of hyper-parameter (MCMC)
             samples just before the ``q`` dimension, as the SAAS GP's do.
+        param_axis: The parameter objective (default: ``-% params``).
 
     """
 
@@ -75,7 +81,7 @@ def objectives_objective(space: SearchSpace, backbone_params: int, ensemble: boo
         percent = 100.0 * space.param_count_tensor(X).to(samples) / backbone_params
         if ensemble:
             percent = percent.unsqueeze(-3)  # broadcast over the MCMC dimension
-        return torch.cat([samples[..., :1], -percent.expand(*samples.shape[:-1], 1)], dim=-1)
+        return torch.cat([samples[..., :1], param_axis.transform(percent).expand(*samples.shape[:-1], 1)], dim=-1)
 
     return GenericMCMultiOutputObjective(stack)
 
@@ -90,13 +96,14 @@ def build_acquisition(
     ensemble: bool,
     X_pending: torch.Tensor | None = None,
     seed: int = 0,
+    param_axis: ParamAxis = LINEAR,
 ) -> torch.nn.Module:
-    """The NEHVI acquisition over ``[score, -% params]``.
+    """The NEHVI acquisition over ``[score, param_axis(% params)]``.
 
     Args:
         model: Fitted score surrogate.
         X_baseline: ``(n, d)`` encodings of the successfully evaluated points.
-        ref_point: ``(2,)`` hypervolume reference ``[score, -% params]`` (maximisation form).
+        ref_point: ``(2,)`` hypervolume reference ``[score, param_axis(% params)]`` (maximisation form).
         space: The search space (for the parameter objective).
         backbone_params: Denominator of the percentage.
         settings: Which NEHVI variant, MC samples, baseline pruning.
@@ -104,6 +111,7 @@ def build_acquisition(
         X_pending: ``(k, d)`` candidates proposed but not yet evaluated; NEHVI integrates over
             their unknown outcomes so a batch is not proposed twice.
         seed: Seeds the quasi-Monte Carlo base samples (reproducible proposals).
+        param_axis: The parameter objective, the axis ``ref_point`` is on (default: ``-% params``).
 
     Returns:
         A callable taking ``(b, q, d)`` and returning ``(b,)`` acquisition values.
@@ -122,7 +130,7 @@ def build_acquisition(
             ref_point=ref_point.tolist(),
             X_baseline=X_baseline,
             sampler=SobolQMCNormalSampler(sample_shape=torch.Size([settings.mc_samples]), seed=seed),
-            objective=objectives_objective(space, backbone_params, ensemble),
+            objective=objectives_objective(space, backbone_params, ensemble, param_axis),
             X_pending=X_pending,
             prune_baseline=settings.prune_baseline,
         )

@@ -9,17 +9,20 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.bo.acquisition import AcquisitionSettings
+from autopeft.bo.baselines import CheapestFirstSearcher, StratifiedRandomSearcher
 from autopeft.bo.executor import ParallelSettings
 from autopeft.bo.local_search import LocalSearchSettings
 from autopeft.bo.nsga2 import NSGA2Searcher, nsga2_settings
+from autopeft.bo.objectives import ParamAxis, check_param_objective
 from autopeft.bo.pareto import parse_ref_point
 from autopeft.bo.searchers import BayesianSearcher, EnumerationSearcher, RandomSearcher, Searcher, configuration_count
 from autopeft.bo.surrogate import SurrogateSettings
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.space import Point, SearchSpace
 
-#: Search methods: AutoPEFT's BO and the two baselines.
-METHODS = ("bo", "random", "nsga2")
+#: Search methods: AutoPEFT's BO and the baselines (random search, NSGA-II, and two model-free
+#: rules that know the exact parameter count: cheapest-first and random stratified on log % params).
+METHODS = ("bo", "random", "nsga2", "cheapest", "stratified")
 
 #: ``search.enumerate``: ``auto`` evaluates every configuration of a space that has no more of
 #: them than the initial design ``n_init`` (in ascending % params) instead of searching it; ``never``
@@ -39,10 +42,11 @@ SEARCH_KEYS = (
     "local_search",
     "nsga2",
     "parallel",
+    "param_objective",
 )
 
 #: Keys a ``search`` node may leave out (they then take their defaults).
-OPTIONAL_SEARCH_KEYS = ("parallel", "enumerate")
+OPTIONAL_SEARCH_KEYS = ("parallel", "enumerate", "param_objective")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class SearchSettings:
         local_search: Acquisition optimiser (BO only).
         nsga2: Keyword arguments of Optuna's ``NSGAIISampler``.
         parallel: How many evaluations run at once and where (see :mod:`autopeft.bo.executor`).
+        param_objective: The parameter axis optimised and measured by the hypervolume: ``linear``
+            (``-% params``) or ``log`` (``-log10 % params``, see :mod:`autopeft.bo.objectives`).
 
     """
 
@@ -81,11 +87,16 @@ class SearchSettings:
     nsga2: dict[str, Any]
     parallel: ParallelSettings = field(default_factory=ParallelSettings)
     enumerate: str = "auto"
+    param_objective: str = "linear"
 
     @property
     def budget(self) -> int:
         """Total evaluations: ``n_init + n_iter``."""
         return self.n_init + self.n_iter
+
+    def param_axis(self, space: SearchSpace, backbone_params: int) -> ParamAxis:
+        """The parameter objective :attr:`param_objective` names, on ``space`` over ``backbone_params``."""
+        return ParamAxis.for_space(self.param_objective, space, backbone_params)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> SearchSettings:
@@ -100,6 +111,7 @@ class SearchSettings:
         enumerate_ = values.get("enumerate", "auto")
         if enumerate_ not in ENUMERATE:
             raise ConfigError(f"search.enumerate={enumerate_!r}; allowed: {allowed_list(ENUMERATE)}")
+        param_objective = check_param_objective(values.get("param_objective", "linear"))
         for key, low in (("n_init", 1), ("n_iter", 0), ("batch_size", 1)):
             value = values[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -118,6 +130,7 @@ class SearchSettings:
             nsga2=nsga2_settings(values["nsga2"]),
             parallel=ParallelSettings.from_config(values.get("parallel")),
             enumerate=enumerate_,
+            param_objective=param_objective,
         )
 
 
@@ -142,7 +155,11 @@ def make_searcher(
     if settings.method == "random":
         return RandomSearcher(space, seed, candidates, n_init=settings.n_init)
     if settings.method == "nsga2":
-        return NSGA2Searcher(space, seed, settings.nsga2, candidates)
+        return NSGA2Searcher(space, seed, settings.nsga2, candidates, n_init=settings.n_init)
+    if settings.method == "cheapest":
+        return CheapestFirstSearcher(space, seed, n_init=settings.n_init, candidates=candidates)
+    if settings.method == "stratified":
+        return StratifiedRandomSearcher(space, backbone_params, seed, n_init=settings.n_init, candidates=candidates)
     return BayesianSearcher(
         space=space,
         backbone_params=backbone_params,
@@ -153,4 +170,5 @@ def make_searcher(
         ref_point=settings.ref_point,
         seed=seed,
         candidates=candidates,
+        param_axis=settings.param_axis(space, backbone_params),
     )

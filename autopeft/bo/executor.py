@@ -9,6 +9,9 @@ same for all of them and no scheduling is written here:
   GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES``), so there is one pool slice per GPU. Workers die with the
   search process (Linux ``PR_SET_PDEATHSIG``): a killed search leaves no orphan training behind that
   could write into an evaluation directory the resumed search reuses.
+- ``thread``: a :class:`~concurrent.futures.ThreadPoolExecutor` of ``workers`` threads in the
+  search process, for objectives that wait rather than compute (a remote trainer, a replayed
+  table with simulated durations); nothing is pickled.
 - ``submitit``: each evaluation is a job of submitit's ``AutoExecutor`` (SLURM on a cluster, local
   processes elsewhere); a thread per running job waits on it, giving a Future like the others.
 
@@ -34,7 +37,7 @@ from autopeft.errors import ConfigError, allowed_list, check_known_keys
 log = logging.getLogger("autopeft.search")
 
 #: Kinds of executor.
-EXECUTORS = ("inline", "process", "submitit")
+EXECUTORS = ("inline", "process", "thread", "submitit")
 
 #: Keys of the ``search.parallel`` node.
 PARALLEL_KEYS = ("workers", "executor", "prefetch", "worker_memory_gb", "max_workers_per_gpu", "submitit")
@@ -173,6 +176,8 @@ def make_executor(settings: ParallelSettings, workers: int) -> cf.Executor:
         return InlineExecutor()
     if settings.executor == "submitit":
         return _SubmititExecutor(workers, settings.submitit or {})
+    if settings.executor == "thread":
+        return cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="evaluate")
     context = multiprocessing.get_context("spawn")  # fork would copy the parent's CUDA and thread state
     gpus = len(gpu_free_memory_gb())
     gpu_queue = None

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from autopeft.bo.objectives import LINEAR, ParamAxis
 from autopeft.bo.pareto import is_success, objective_matrix, pareto_mask
 from autopeft.io import atomic_write_json, atomic_write_text, csv_text, save_figure
 
@@ -14,7 +15,11 @@ FRONT_COLUMNS = ("rank", "score", "param_percent", "paper_params", "trainable_pa
 
 
 def front_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Successful non-dominated evaluations, fewest parameters first (ties: higher score first)."""
+    """Successful non-dominated evaluations, fewest parameters first (ties: higher score first).
+
+    The same on either parameter axis (a monotone transform of % params keeps the Pareto set),
+    so it is computed on the linear one.
+    """
     ok = [r for r in records if is_success(r)]
     if not ok:
         return []
@@ -76,10 +81,12 @@ def plot_search(
     metric: str,
     title: str,
     path: Path,
+    param_axis: ParamAxis = LINEAR,
 ) -> Path:
     """All evaluations with the front highlighted (left) and hypervolume per evaluation (right).
 
     % parameters is on a symmetric-log axis so that 0% (head only) and 0.01%–10% fit together.
+    ``hypervolumes`` are on ``param_axis``, which the right panel's label names.
     """
     import matplotlib
 
@@ -130,7 +137,7 @@ def plot_search(
     if points:
         ax_hv.step([p[0] for p in points], [p[1] for p in points], where="post", color="#1f77b4")
     ax_hv.set_xlabel("evaluations")
-    ax_hv.set_ylabel("dominated hypervolume (score × % params)")
+    ax_hv.set_ylabel(f"dominated hypervolume (score × {param_axis.label})")
     ax_hv.set_title("hypervolume over the search")
     ax_hv.grid(alpha=0.3)
     return save_figure(fig, path)
@@ -143,8 +150,12 @@ def write_search_report(
     metric: str,
     title: str,
     summary: Mapping[str, Any],
+    param_axis: ParamAxis = LINEAR,
 ) -> dict[str, Path]:
-    """Write ``front.md``, ``front.csv``, ``pareto.png`` and ``summary.json`` into ``run_dir``."""
+    """Write ``front.md``, ``front.csv``, ``pareto.png`` and ``summary.json`` into ``run_dir``.
+
+    ``hypervolumes`` are on ``param_axis`` (named on the plot).
+    """
     rows = front_rows(records)
     paths = {
         "front_md": run_dir / "front.md",
@@ -154,6 +165,6 @@ def write_search_report(
     }
     atomic_write_text(paths["front_md"], front_markdown(rows, metric, title))
     atomic_write_text(paths["front_csv"], front_csv(rows))
-    plot_search(records, hypervolumes, metric, title, paths["plot"])
+    plot_search(records, hypervolumes, metric, title, paths["plot"], param_axis)
     atomic_write_json(paths["summary"], {**summary, "front": rows})
     return paths

@@ -2,8 +2,8 @@
 
 Run directory layout:
 
-- ``search.json``: what was searched (task, backbone, space, method, seed, fingerprinted
-  settings), written once; a resume must match it.
+- ``search.json``: what was searched (task, backbone, space, method, seed, parameter axis,
+  fingerprinted settings), written once; a resume must match it.
 - ``proposals.jsonl``: every proposed configuration, appended (fsynced) before it is evaluated.
 - ``results.jsonl``: every finished evaluation, appended (fsynced) as soon as it finishes.
 - ``evals/<index>/``: each evaluation's training logs.
@@ -17,12 +17,10 @@ proposals as an uninterrupted one.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import json
 import logging
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from autopeft.bo.config import SearchSettings, make_searcher
 from autopeft.bo.executor import make_executor, resolve_workers
-from autopeft.bo.local_search import SpaceExhaustedError
+from autopeft.bo.objectives import LINEAR, ParamAxis
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix, pareto_mask, search_reference
-from autopeft.bo.searchers import EnumerationSearcher, History
+from autopeft.bo.scheduler import Objective, Schedule
+from autopeft.bo.searchers import EnumerationSearcher
 from autopeft.bo.store import ResultsStore
 from autopeft.errors import ConfigError
 from autopeft.io import RunDirectoryLock, atomic_write_json
@@ -54,9 +53,6 @@ FINGERPRINT: dict[str, tuple[str, ...]] = {
     "data": ("cache_dir", "num_workers"),
     "trainer": ("progress_bar", "log_every_n_steps", "eval_batch_size"),
 }
-
-#: Evaluates one configuration: ``(point, index) -> result fields`` (see TrainingObjective).
-Objective = Callable[[Point, int], dict[str, Any]]
 
 
 @dataclass
@@ -91,6 +87,9 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     out["seed"] = plain["seed"]
     out["search.method"] = plain["search"]["method"]
     out["search.n_init"] = plain["search"]["n_init"]
+    # The axis changes what BO proposes and what the hypervolume measures: a search is continued
+    # on the axis it started on.
+    out["search.param_objective"] = plain["search"].get("param_objective", "linear")
     return out
 
 
@@ -103,12 +102,19 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the run, {new!r} now"]
 
 
-def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace) -> SearchFiles:
+def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace, param_axis: ParamAxis | None = None) -> SearchFiles:
     """Create or reopen the run directory, refusing a resume of a different search.
 
+    Args:
+        cfg: The run config.
+        run_dir: The run directory.
+        space: The search space (saved in a new ``search.json``).
+        param_axis: The parameter objective, saved in a new ``search.json`` (with its floor) so a
+            report can measure the search's hypervolume on its own axis.
+
     Raises:
-        ConfigError: ``run_dir`` holds a search whose task, backbone,
-            space, fidelity, data, trainer, method, n_init or seed differ from ``cfg``.
+        ConfigError: ``run_dir`` holds a search whose task, backbone, space, fidelity, data,
+            trainer, method, n_init, seed or ``search.param_objective`` differ from ``cfg``.
 
     """
     files = SearchFiles(Path(run_dir))
@@ -118,7 +124,10 @@ def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace) -> SearchFiles:
             saved = json.loads(files.manifest.read_text())
         except json.JSONDecodeError as err:
             raise ConfigError(f"{files.manifest} is not valid JSON ({err.msg}); it was not modified") from None
-        diffs = _differences(saved.get("fingerprint"), current)
+        saved_print = saved.get("fingerprint")
+        if isinstance(saved_print, dict):  # a run from before the key existed searched on the linear axis
+            saved_print = {"search.param_objective": "linear", **saved_print}
+        diffs = _differences(saved_print, current)
         if diffs:
             raise ConfigError(
                 f"cannot resume {files.run_dir}: it is a different search; "
@@ -127,10 +136,14 @@ def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace) -> SearchFiles:
             )
         return files
     files.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        files.manifest,
-        {"fingerprint": current, "space": space.to_json_dict(), "config": OmegaConf.to_container(cfg, resolve=True)},
-    )
+    manifest = {
+        "fingerprint": current,
+        "space": space.to_json_dict(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if param_axis is not None:
+        manifest["param_objective"] = param_axis.to_json()
+    atomic_write_json(files.manifest, manifest)
     return files
 
 
@@ -175,18 +188,35 @@ class Tracker:
         settings: The search settings (the configured reference point).
         design_size: How many first evaluations the reference point is inferred from: the
             initial design (``n_init``), or the whole enumeration of an enumerated search.
+        param_axis: The parameter objective the hypervolume and reference point are on; may be
+            left out only on the linear axis (the log axis' floor needs the space and backbone).
+
+    Raises:
+        ValueError: If ``settings`` asks for the log axis and ``param_axis`` is not given or differs.
 
     """
 
-    def __init__(self, settings: SearchSettings, design_size: int | None = None) -> None:
+    def __init__(
+        self, settings: SearchSettings, design_size: int | None = None, param_axis: ParamAxis | None = None
+    ) -> None:
         self.settings = settings
         self.design_size = settings.n_init if design_size is None else design_size
+        self.param_axis = LINEAR if param_axis is None else param_axis
+        if self.param_axis.name != settings.param_objective:
+            raise ValueError(
+                f"search.param_objective={settings.param_objective!r} but the tracker got the "
+                f"{self.param_axis.name!r} axis; pass settings.param_axis(space, backbone_params)"
+            )
 
     def state(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """``best``, ``front_size``, ``hypervolume`` (None before a reference point exists), ``failed``."""
+        """``best``, ``front_size``, ``hypervolume`` (None before a reference point exists), ``failed``.
+
+        ``hypervolume`` and ``ref_point`` are on the axis ``param_objective`` describes
+        (:meth:`ParamAxis.to_json`: its name, floor and label).
+        """
         ok = [r for r in records if is_success(r)]
-        ref = search_reference(records, self.settings.ref_point, self.design_size)
-        Y = objective_matrix(ok)
+        ref = search_reference(records, self.settings.ref_point, self.design_size, self.param_axis)
+        Y = objective_matrix(ok, self.param_axis)
         return {
             "evaluations": len(records),
             "failed": len(records) - len(ok),
@@ -194,6 +224,7 @@ class Tracker:
             "front_size": int(pareto_mask(Y).sum()) if ok else 0,
             "hypervolume": hypervolume(Y, ref) if ref is not None and ok else None,
             "ref_point": None if ref is None else ref.tolist(),
+            "param_objective": self.param_axis.to_json(),
         }
 
 
@@ -245,7 +276,10 @@ def _run_locked(
     on_record: Callable[[dict[str, Any], dict[str, Any]], None] | None,
     candidates: list[Point] | None,
 ) -> dict[str, Any]:
-    files = open_run(cfg, run_dir, space)
+    param_axis = settings.param_axis(space, backbone.num_params)
+    files = open_run(cfg, run_dir, space, param_axis)
+    if param_axis.name != "linear":
+        log.info("parameter objective (search.param_objective=%s): %s", param_axis.name, param_axis.describe())
     store, proposals_log = files.results, files.proposals
     records, proposals = store.load(), proposals_log.load()
     _check_consistent(records, proposals, space, files)
@@ -255,7 +289,7 @@ def _run_locked(
         objective = TrainingObjective(cfg, space, backbone.num_params, files.run_dir)
     searcher = make_searcher(settings, space, backbone.num_params, int(cfg.seed), candidates)
     budget = settings.budget
-    tracker = Tracker(settings)
+    tracker = Tracker(settings, param_axis=param_axis)
     if isinstance(searcher, EnumerationSearcher):
         budget = min(budget, searcher.size)  # no configuration twice: the enumeration ends the search
         log.info(
@@ -266,91 +300,59 @@ def _run_locked(
             settings.n_init,
         )
         if all(p.get("info", {}).get("phase") == "enumeration" for p in proposals):
-            tracker = Tracker(settings, design_size=searcher.size)  # the reference comes from all of them
+            # The reference comes from all of them.
+            tracker = Tracker(settings, design_size=searcher.size, param_axis=param_axis)
     if records:
         log.info("resuming %s: %d of %d evaluations done", files.run_dir, len(records), budget)
     progress = _progress_bar(settings, budget, len(records))
-    timings = {"propose_seconds": 0.0, "evaluate_seconds": 0.0}
-    started = time.perf_counter()
     redirect = contextlib.nullcontext()
     if progress is not None:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
     workers = resolve_workers(settings.parallel)
-    # Sequential: propose a batch of search.batch_size, evaluate it, repeat (the paper's loop).
-    # Parallel: keep `workers` evaluations running plus `prefetch` proposals queued behind them, and
-    # propose whenever one finishes, with every running or queued one as a pending point.
-    outstanding = workers + (settings.parallel.prefetch if workers > 1 else 0)
     if workers > 1:
         log.info(
-            "%d evaluations at once (%s executor), %d queued ahead",
+            "%d evaluations at once (%s executor), at least %d queued ahead; proposals are computed while they run",
             workers,
             settings.parallel.executor,
-            outstanding - workers,
+            settings.parallel.prefetch,
         )
-    executor = make_executor(settings.parallel, workers)
-    in_flight: dict[cf.Future, dict[str, Any]] = {}
-    exhausted: str | None = None  # why the searcher had no more proposals
+
+    def make_record(entry: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "index": entry["index"],
+            "point": entry["point"],
+            "configuration": space.describe(Point.from_dict(entry["point"])),
+            "phase": entry.get("info", {}).get("phase"),
+            "seed": int(cfg.seed),
+            **result,
+        }
+
+    def stored(record: dict[str, Any]) -> None:
+        state = tracker.state(records)
+        _report_progress(progress, record, state, budget)
+        if on_record is not None:
+            on_record(record, state)
+
+    schedule = Schedule(
+        searcher=searcher,
+        objective=objective,
+        space=space,
+        executor=make_executor(settings.parallel, workers),
+        workers=workers,
+        prefetch=settings.parallel.prefetch,
+        batch_size=settings.batch_size,
+        budget=budget,
+        store=store,
+        proposals_log=proposals_log,
+        make_record=make_record,
+        on_record=stored,
+    )
     with redirect:
         try:
-            while len(records) < budget:
-                history = History(records, proposals)
-                running = {entry["index"] for entry in in_flight.values()}
-                waiting = [p for p in history.pending if p["index"] not in running]
-                if waiting and len(in_flight) < outstanding:
-                    entry = waiting[0]
-                    point = space.check(Point.from_dict(entry["point"]))
-                    in_flight[executor.submit(objective, point, entry["index"])] = entry
-                    continue
-                if not waiting and len(in_flight) < outstanding and len(proposals) < budget and exhausted is None:
-                    t0 = time.perf_counter()
-                    count = settings.batch_size if workers == 1 else outstanding - len(in_flight)
-                    count = min(count, budget - len(proposals))
-                    batch = proposals[-1]["batch"] + 1 if proposals else 0
-                    try:
-                        batch_proposals = searcher.propose(history, count)
-                    except SpaceExhaustedError as err:
-                        log.warning("no more proposals after %d evaluations: %s", len(proposals), err)
-                        exhausted = str(err)
-                        continue
-                    for proposal in batch_proposals:
-                        entry = {
-                            "index": len(proposals),
-                            "point": proposal.point.to_dict(),
-                            "batch": batch,
-                            "records_before": len(records),
-                            "configuration": space.describe(proposal.point),
-                            "info": proposal.info,
-                        }
-                        proposals_log.append(entry)
-                        proposals.append(entry)
-                    timings["propose_seconds"] += time.perf_counter() - t0
-                    continue
-                if not in_flight:
-                    break  # the space (or candidate list) is exhausted and nothing is running
-                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: in_flight[f]["index"]):
-                    entry = in_flight.pop(future)
-                    result = future.result()  # the objective records its own failures; anything else is a bug
-                    record = {
-                        "index": entry["index"],
-                        "point": entry["point"],
-                        "configuration": space.describe(Point.from_dict(entry["point"])),
-                        "phase": entry.get("info", {}).get("phase"),
-                        "seed": int(cfg.seed),
-                        **result,
-                    }
-                    store.append(record)
-                    records.append(record)
-                    timings["evaluate_seconds"] += record["seconds"]
-                    state = tracker.state(records)
-                    _report_progress(progress, record, state, budget)
-                    if on_record is not None:
-                        on_record(record, state)
+            stats, exhausted = schedule.run(records, proposals)
         finally:
-            # Queued evaluations are dropped (their proposals stay logged and run first on resume).
-            executor.shutdown(wait=False, cancel_futures=True)
             if progress is not None:
                 progress.close()
     state = tracker.state(records)
@@ -364,7 +366,7 @@ def _run_locked(
         "settings": settings,
         "backbone_params": backbone.num_params,
         "run_dir": files.run_dir,
-        "timings": {**timings, "wall_seconds": time.perf_counter() - started, "workers": workers},
+        "timings": stats.summary(),
     }
 
 
@@ -421,6 +423,8 @@ def _progress_bar(settings: SearchSettings, budget: int, done: int) -> Any:
 def _report_progress(progress: Any, record: dict[str, Any], state: dict[str, Any], budget: int) -> None:
     score = f"{record['score']:.4f}" if record["score"] is not None else record["status"].upper()
     hv = f"{state['hypervolume']:.4g}" if state["hypervolume"] is not None else "-"
+    if state["param_objective"]["name"] != "linear":  # name a non-default axis on every line
+        hv += f" ({state['param_objective']['label']})"
     best = f"{state['best']:.4f}" if state["best"] is not None else "-"
     line = (
         f"[{state['evaluations']:>{len(str(budget))}}/{budget}] {record['phase'] or '':<5} "

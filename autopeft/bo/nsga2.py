@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autopeft.bo.pareto import is_success
-from autopeft.bo.searchers import History, Proposal, random_unseen, step_rng
+from autopeft.bo.searchers import History, Proposal, initial_design, random_unseen, step_rng
 from autopeft.errors import ConfigError, check_known_keys
 from autopeft.space import Point, SearchSpace
 
@@ -50,6 +50,9 @@ class NSGA2Searcher:
     # replaced by the nearest unseen candidate (L1 distance of encodings), whose result the
     # trial is then told.
     candidates: Sequence[Point] | None = None
+    # The first n_init individuals are the shared random initial design (BO's, for the same
+    # seed), enqueued into the study, so that benchmarks compare searchers on paired designs.
+    n_init: int = 0
     name: str = "nsga2"
 
     def __post_init__(self) -> None:
@@ -89,7 +92,15 @@ class NSGA2Searcher:
 
         optuna.logging.set_verbosity(logging.WARNING)
         sampler = optuna.samplers.NSGAIISampler(seed=self.seed, **self.settings)
-        return optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        for point in initial_design(self.space, self.seed, self.n_init, self.candidates):
+            study.enqueue_trial(self._genes(point))
+        return study
+
+    def _genes(self, point: Point) -> dict[str, Any]:
+        genes: dict[str, Any] = {f"layer_{i:02d}": bool(point.mask[i]) for i in range(self.space.mask_dims)}
+        genes.update({f"size_{m}": size for m, size in point.sizes})
+        return genes
 
     def _tell(self, trial: Any, record: Mapping[str, Any] | None) -> None:
         from optuna.trial import TrialState
@@ -164,7 +175,8 @@ class NSGA2Searcher:
                 proposals.append(Proposal(point, {"phase": "random-fallback"}))
             else:
                 self._trials[len(history.proposals) + len(proposals)] = trial
-                proposals.append(Proposal(point, {"phase": "nsga2", "trial": trial.number}))
+                phase = "init" if trial.number < self.n_init else "nsga2"
+                proposals.append(Proposal(point, {"phase": phase, "trial": trial.number}))
             seen[self.space.canonical(point)] = None
         self._replayed += len(proposals)  # the loop logs them before anything else happens
         return proposals

@@ -29,8 +29,9 @@ from autopeft.bo.local_search import (
     optimize_acquisition,
     unseen_random_point,
 )
+from autopeft.bo.objectives import LINEAR, ParamAxis
 from autopeft.bo.pareto import is_success, objective_matrix, pareto_mask, reference_point, search_reference
-from autopeft.bo.surrogate import SurrogateSettings, fit_surrogate
+from autopeft.bo.surrogate import STATE_KEY, SurrogateSettings, fit_surrogate, latest_state
 from autopeft.space import Point, SearchSpace
 
 log = logging.getLogger("autopeft.search")
@@ -241,6 +242,8 @@ class BayesianSearcher:
         seed: Seeds the initial design, NUTS, the QMC samples and the local search.
         candidates: Restrict the search to these configurations (tabulated benchmarks); the
             acquisition is then maximised over all unseen candidates instead of by local search.
+        param_axis: The parameter objective (``search.param_objective``): the axis of the
+            acquisition's hypervolume and of its reference point.
 
     """
 
@@ -253,6 +256,7 @@ class BayesianSearcher:
     ref_point: tuple[float | None, float | None]
     seed: int
     candidates: Sequence[Point] | None = None
+    param_axis: ParamAxis = LINEAR
     name: str = "bo"
 
     def propose(self, history: History, n: int) -> list[Proposal]:
@@ -286,10 +290,12 @@ class BayesianSearcher:
         points = [Point.from_dict(r["point"]) for r in ok]
         X = self.space.encode(points)
         Y = torch.tensor([[float(r["score"])] for r in ok], dtype=torch.float64)
-        fitted = fit_surrogate(X, Y, self.surrogate, seed=self.seed * 100_003 + step)
-        ref = search_reference(history.records, self.ref_point, self.n_init)
+        # Warm start from the state logged with the last fit's proposals: a resumed search reads the same one.
+        warm = latest_state(history.proposals) if self.surrogate.warm_starts else None
+        fitted = fit_surrogate(X, Y, self.surrogate, seed=self.seed * 100_003 + step, warm_start=warm)
+        ref = search_reference(history.records, self.ref_point, self.n_init, self.param_axis)
         if ref is None:  # the whole initial design failed: infer from what has succeeded since
-            ref = reference_point(self.ref_point, objective_matrix(ok))
+            ref = reference_point(self.ref_point, objective_matrix(ok, self.param_axis), self.param_axis)
         pareto = [p for p, keep in zip(points, pareto_mask(objective_matrix(ok)).tolist(), strict=True) if keep]
         pending = [Point.from_dict(p["point"]) for p in history.pending]
         proposals = []
@@ -305,6 +311,7 @@ class BayesianSearcher:
                 ensemble=self.surrogate.is_ensemble,
                 X_pending=self.space.encode(pending) if pending else None,
                 seed=self.seed * 100_003 + step + k,
+                param_axis=self.param_axis,
             )
 
             def values(candidates: Sequence[Point], acq: Any = acq) -> torch.Tensor:
@@ -329,6 +336,7 @@ class BayesianSearcher:
                         "acq_seconds": time.perf_counter() - started,
                         "observations": fitted.num_observations,
                         "ref_point": ref.tolist(),
+                        **({STATE_KEY: fitted.state} if k == 0 and self.surrogate.warm_starts else {}),
                     },
                 )
             )

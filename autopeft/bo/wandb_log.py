@@ -68,4 +68,6 @@ class SearchWandb:
         self.run.log({"search/front": table, "search/pareto_plot": wandb.Image(str(plot))})
         for key in ("evaluations", "failed", "front_size", "hypervolume", "best"):
             self.run.summary[f"search/{key}"] = summary["state"].get(key)
+        # search/hypervolume is on this axis (-% params or -log10 % params)
+        self.run.summary["search/param_objective"] = (summary["state"].get("param_objective") or {}).get("name")
         self.run.finish()
