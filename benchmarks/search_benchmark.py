@@ -84,8 +84,8 @@ LABELS = {
     "nsga2": "NSGA-II (Optuna)",
 }
 
-#: Initial design and budget of each setting.
-SETTINGS = {"small": (20, 200), "paper": (100, 200)}
+#: Initial design and budget of each setting (``smoke``: the tests' seconds-long check).
+SETTINGS = {"small": (20, 200), "paper": (100, 200), "smoke": (5, 15)}
 
 CHECKPOINTS = (20, 50, 80, 100, 150, 200)
 AXES = ("linear", "log")
@@ -286,13 +286,19 @@ def method_overrides(method: str, args: argparse.Namespace, seed: int, n_init: i
     return overrides
 
 
+def run_dir_of(out: Path, method: str, seed: int, args: argparse.Namespace) -> Path:
+    """One run's directory; BO's is named by its surrogate, so several surrogates can be compared."""
+    name = f"bo-{args.surrogate}" if method == "bo" else method
+    return out / "runs" / f"{name}_seed{seed}"
+
+
 def run_one(
     method: str, seed: int, args: argparse.Namespace, world: World, space: SearchSpace, out: Path
 ) -> tuple[list[dict[str, Any]], float]:
     """Run (or finish) one search; returns its records and the seconds all its sessions took."""
     n_init, budget = SETTINGS[args.setting]
     cfg = compose_cfg(method_overrides(method, args, seed, n_init, budget))
-    run_dir = out / "runs" / f"{method}_seed{seed}"
+    run_dir = run_dir_of(out, method, seed, args)
     timing = run_dir / "benchmark_seconds.json"
     earlier = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
     started = time.perf_counter()
@@ -348,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     for seed in seeds:  # seed-major: an interrupted benchmark has every method for the seeds it finished
         for method in args.methods:
-            run_dir = out / "runs" / f"{method}_seed{seed}"
+            run_dir = run_dir_of(out, method, seed, args)
             if args.report_only and not (run_dir / "benchmark_seconds.json").exists():
                 continue
             records, elapsed = run_one(method, seed, args, world, space, out)

@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -81,28 +82,64 @@ def compose_cfg(overrides: list[str]) -> DictConfig:
         return compose(config_name="run", overrides=overrides)
 
 
+#: Files of a table build's run directory that are committed next to the table, so a build
+#: stopped in one session (or on one machine) is continued in the next with ``--restore``.
+BUILD_FILES = ("search.json", "proposals.jsonl", "results.jsonl")
+
+
 def tabulate(args: argparse.Namespace) -> None:
-    """Evaluate ``--n`` random configurations (resumable) and write the table."""
-    cfg = compose_cfg([*TABULATE_OVERRIDES, f"search.n_init={args.n}", "search.n_iter=0", f"seed={args.seed}"])
+    """Evaluate ``--n`` random configurations (resumable) and write the table.
+
+    With ``--write-only`` nothing is evaluated: the table (and its meta, marked incomplete when
+    fewer than ``--n`` evaluations are done) is written from what the run directory holds, and
+    the run directory's store is copied next to the table for ``--restore``.
+    """
+    overrides = [*TABULATE_OVERRIDES, f"search.n_init={args.n}", "search.n_iter=0", f"seed={args.seed}"]
+    cfg = compose_cfg(overrides)
     run_dir = Path(args.run_dir)
-    started = time.perf_counter()
-    result = run_search(cfg, run_dir, resume=(run_dir / "search.json").exists())
-    rows = [{k: r.get(k) for k in TABLE_KEYS} for r in result["records"]]
     table = Path(args.table)
+    build = table.with_suffix(".build")
+    if args.restore and not (run_dir / "search.json").exists() and build.is_dir():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in BUILD_FILES:
+            shutil.copyfile(build / name, run_dir / name)
+        print(f"restored {run_dir} from {build}")
+    started = time.perf_counter()
+    if args.write_only:
+        from autopeft.backbones import load_backbone
+        from autopeft.bo.store import ResultsStore
+        from autopeft.space import SearchSpace
+
+        backbone = load_backbone(cfg.backbone, weights=False)
+        result = {
+            "records": sorted(ResultsStore(run_dir / "results.jsonl").load(), key=lambda r: r["index"]),
+            "space": SearchSpace.from_config(cfg.space, backbone.shape),
+            "backbone_params": backbone.num_params,
+        }
+    else:
+        result = run_search(cfg, run_dir, resume=(run_dir / "search.json").exists())
+    rows = [{k: r.get(k) for k in TABLE_KEYS} for r in result["records"]]
     atomic_write_text(table, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     meta = {
-        "overrides": [*TABULATE_OVERRIDES, f"search.n_init={args.n}", f"seed={args.seed}"],
+        "overrides": [o for o in overrides if o != "search.n_iter=0"],
         "task": cfg.task.name,
         "backbone": cfg.backbone.name,
         "space": result["space"].to_json_dict(),
         "backbone_params": result["backbone_params"],
         "evaluations": len(rows),
+        "target": args.n,
+        "complete": len(rows) >= args.n,
         "failed": sum(not is_success(r) for r in rows),
-        "seconds_this_session": time.perf_counter() - started,
         "seconds_training_total": sum(r["seconds"] for r in rows),
     }
+    if not args.write_only:
+        meta["seconds_this_session"] = time.perf_counter() - started
     atomic_write_json(table.with_suffix(".meta.json"), meta)
-    print(f"wrote {table} ({len(rows)} configurations, {meta['failed']} failed)")
+    build.mkdir(parents=True, exist_ok=True)
+    for name in BUILD_FILES:
+        shutil.copyfile(run_dir / name, build / name)
+    state = "complete" if meta["complete"] else f"incomplete: {len(rows)} of {args.n}"
+    print(f"wrote {table} ({len(rows)} configurations, {meta['failed']} failed; {state}) and {build}/")
 
 
 class TableObjective:
@@ -352,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     tab.add_argument("--seed", type=int, default=0)
     tab.add_argument("--run-dir", default="outputs/bench/tabulate")
     tab.add_argument("--table", default=str(DEFAULT_TABLE))
+    tab.add_argument("--write-only", action="store_true", help="write the (partial) table from the run dir")
+    tab.add_argument("--restore", action="store_true", help="start from the committed <table>.build/ store")
     rep = sub.add_parser("replay", help="replay the searchers on the table")
     rep.add_argument("--table", default=str(DEFAULT_TABLE))
     rep.add_argument("--out-dir", default="outputs/bench/search_quality")

@@ -100,6 +100,18 @@ SETTINGS = {
             warm=True,
         ),
         Setting(
+            "nuts_warm_jit",
+            "SAAS GP, NUTS 256/128/16, jit_compile, warm-started refit with 64 warm-up steps",
+            replace(PAPER, jit_compile=True, warm_start=True, refit_warmup_steps=64),
+            warm=True,
+        ),
+        Setting(
+            "nuts_fast",
+            "SAAS GP, NUTS 256/64/8, jit_compile, warm-started refit with 32 warm-up steps",
+            replace(PAPER, num_samples=64, thinning=8, jit_compile=True, warm_start=True, refit_warmup_steps=32),
+            warm=True,
+        ),
+        Setting(
             "nuts_official",
             "SAAS GP, NUTS 128/64/4 (official code)",
             SurrogateSettings(kind="saas", warmup_steps=128, num_samples=64, thinning=4),
