@@ -44,6 +44,14 @@ SURROGATES = {
     "gp": ["search.surrogate.kind=gp"],
     "saas": ["search.surrogate.kind=saas"],
     "saas_warm": ["search.surrogate.kind=saas", "search.surrogate.warm_start=true"],
+    # The demo's NUTS (conf/experiment/demo.yaml): 64 samples thinned to 8, warm refits of 32 steps.
+    "saas_demo": [
+        "search.surrogate.kind=saas",
+        "search.surrogate.num_samples=64",
+        "search.surrogate.thinning=8",
+        "search.surrogate.warm_start=true",
+        "search.surrogate.refit_warmup_steps=32",
+    ],
 }
 
 
@@ -52,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libraries()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", default=str(DEFAULT_TABLE))
-    parser.add_argument("--surrogates", nargs="+", choices=list(SURROGATES), default=["saas_map", "saas"])
+    parser.add_argument(
+        "--surrogates", nargs="+", choices=list(SURROGATES), default=["gp", "saas_map", "saas_demo", "saas"]
+    )
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--prefetch", type=int, default=1)
     parser.add_argument("--eval-seconds", type=float, default=3.0)

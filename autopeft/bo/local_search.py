@@ -84,6 +84,86 @@ def starting_points(
     return starts + space.sample(rng, settings.restarts - n_pareto)
 
 
+@dataclass
+class _Climb:
+    """One hill-climb's state in :func:`climb_all`."""
+
+    current: Point
+    value: float
+    evals: int
+    best: Candidate | None
+    rng: random.Random
+    done: bool = False
+
+
+def climb_all(
+    acquisition: AcquisitionValues,
+    space: SearchSpace,
+    starts: Sequence[Point],
+    avoid: Collection[Point],
+    max_evals: int,
+    rngs: Sequence[random.Random],
+) -> list[Candidate | None]:
+    """Hill-climb the acquisition from every start at once, one batched acquisition call per step.
+
+    Each climb moves to its best neighbour while that improves the acquisition, and stops at a
+    local optimum or after ``max_evals`` acquisition evaluations (its start counts as one). The
+    climbs are independent, but advancing them in lockstep scores the neighbours of all of them
+    in one call: about ten calls per proposal instead of about a hundred, which is what makes the
+    acquisition cheap enough to keep parallel workers fed.
+
+    Args:
+        acquisition: Scores points (higher is better).
+        space: Defines the neighbours.
+        starts: First point of each climb (it may itself be evaluated already).
+        avoid: Canonical forms of points already evaluated or pending; never returned.
+        max_evals: Acquisition evaluations allowed per climb.
+        rngs: One generator per climb: picks which neighbours to score when fewer evaluations
+            are left than neighbours.
+
+    Returns:
+        Per climb, the best-scoring point it saw that is not in ``avoid`` (with the climb's
+        evaluation count), or None if every point it saw is.
+
+    """
+    values = acquisition(list(starts)).tolist()
+    climbs = [
+        _Climb(
+            current=start,
+            value=value,
+            evals=1,
+            best=None if space.canonical(start) in avoid else Candidate(start, value, 1),
+            rng=rng,
+            done=max_evals <= 1,
+        )
+        for start, value, rng in zip(starts, values, rngs, strict=True)
+    ]
+    while active := [c for c in climbs if not c.done]:
+        batches = []
+        for climb in active:
+            neighbours = space.neighbours(climb.current)
+            if len(neighbours) > max_evals - climb.evals:
+                neighbours = climb.rng.sample(neighbours, max_evals - climb.evals)
+            batches.append(neighbours)
+        flat = [point for neighbours in batches for point in neighbours]
+        scores = acquisition(flat).tolist() if flat else []
+        offset = 0
+        for climb, neighbours in zip(active, batches, strict=True):
+            step = scores[offset : offset + len(neighbours)]
+            offset += len(neighbours)
+            climb.evals += len(neighbours)
+            for point, value in zip(neighbours, step, strict=True):
+                if (climb.best is None or value > climb.best.value) and space.canonical(point) not in avoid:
+                    climb.best = Candidate(point, value, climb.evals)
+            top = max(range(len(step)), key=step.__getitem__) if step else None
+            if top is None or step[top] <= climb.value:
+                climb.done = True  # local optimum of the acquisition
+                continue
+            climb.current, climb.value = neighbours[top], step[top]
+            climb.done = climb.evals >= max_evals
+    return [None if c.best is None else Candidate(c.best.point, c.best.value, c.evals) for c in climbs]
+
+
 def local_search(
     acquisition: AcquisitionValues,
     space: SearchSpace,
@@ -92,39 +172,13 @@ def local_search(
     max_evals: int,
     rng: random.Random,
 ) -> Candidate | None:
-    """Hill-climb the acquisition from ``start`` over neighbours.
-
-    Args:
-        acquisition: Scores points (higher is better).
-        space: Defines the neighbours.
-        start: First point (it may itself be evaluated already).
-        avoid: Canonical forms of points already evaluated or pending; never returned.
-        max_evals: Acquisition evaluations allowed (the start's counts as one).
-        rng: Picks which neighbours to score when fewer evaluations are left than neighbours.
+    """Hill-climb the acquisition from ``start`` over neighbours (one climb of :func:`climb_all`).
 
     Returns:
         The best-scoring point seen that is not in ``avoid``, or None if every point seen is.
 
     """
-    current, current_value = start, float(acquisition([start])[0])
-    evals = 1
-    best: Candidate | None = None
-    if space.canonical(start) not in avoid:
-        best = Candidate(start, current_value, evals)
-    while evals < max_evals:
-        neighbours = space.neighbours(current)
-        if len(neighbours) > max_evals - evals:
-            neighbours = rng.sample(neighbours, max_evals - evals)
-        values = acquisition(neighbours).tolist()
-        evals += len(neighbours)
-        for point, value in zip(neighbours, values, strict=True):
-            if (best is None or value > best.value) and space.canonical(point) not in avoid:
-                best = Candidate(point, value, evals)
-        top = max(range(len(values)), key=values.__getitem__)
-        if values[top] <= current_value:
-            break  # local optimum of the acquisition
-        current, current_value = neighbours[top], values[top]
-    return None if best is None else Candidate(best.point, best.value, evals)
+    return climb_all(acquisition, space, [start], avoid, max_evals, [rng])[0]
 
 
 def optimize_acquisition(
@@ -143,20 +197,20 @@ def optimize_acquisition(
         pareto: Current Pareto-optimal points (starting points).
         avoid: Canonical forms of evaluated and pending points.
         settings: Restarts and per-restart budget.
-        rng: Seeded generator (random starts, neighbour subsets).
+        rng: Seeded generator (random starts, then one generator per restart).
 
     Raises:
         SpaceExhaustedError: If the space has no point left outside ``avoid``.
 
     """
-    total = 0
+    starts = starting_points(space, pareto, settings, rng)
+    rngs = [random.Random(rng.getrandbits(64)) for _ in starts]
+    found = climb_all(acquisition, space, starts, avoid, settings.max_evals, rngs)
+    total = sum(c.evaluations for c in found if c is not None)
     best: Candidate | None = None
-    for start in starting_points(space, pareto, settings, rng):
-        found = local_search(acquisition, space, start, avoid, settings.max_evals, rng)
-        if found is not None:
-            total += found.evaluations
-            if best is None or found.value > best.value:
-                best = found
+    for candidate in found:
+        if candidate is not None and (best is None or candidate.value > best.value):
+            best = candidate
     if best is None:
         # Every point every restart saw is evaluated already (tiny or nearly exhausted spaces).
         point = unseen_random_point(space, avoid, rng)

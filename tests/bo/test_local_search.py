@@ -11,6 +11,7 @@ import torch
 from autopeft.bo.local_search import (
     LocalSearchSettings,
     SpaceExhaustedError,
+    climb_all,
     local_search,
     optimize_acquisition,
     starting_points,
@@ -51,6 +52,34 @@ def test_each_restart_stops_at_max_evals() -> None:
     found = local_search(acq, SPACE, start, set(), max_evals=25, rng=random.Random(0))
     assert acq.calls == 25 == found.evaluations
     assert found.point != TARGET  # 25 evaluations are not enough from a random start
+
+
+class Bumpy(Distance):
+    """Several local optima (so climbs from different starts end in different places); counts calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = 0
+
+    def __call__(self, points: Sequence[Point]) -> torch.Tensor:
+        self.batches += 1
+        self.calls += len(points)
+        X = SPACE.encode(points)
+        return torch.cos(7 * X).sum(-1) - (X - SPACE.encode([TARGET])).abs().sum(-1)
+
+
+def test_lockstep_climbs_equal_separate_climbs_with_far_fewer_acquisition_calls() -> None:
+    starts = SPACE.sample(random.Random(5), 6)
+    avoid = {SPACE.canonical(starts[0])}
+    together = Bumpy()
+    joint = climb_all(together, SPACE, starts, avoid, 60, [random.Random(i) for i in range(6)])
+    alone = Bumpy()
+    separate = [local_search(alone, SPACE, s, avoid, 60, random.Random(i)) for i, s in enumerate(starts)]
+    assert joint == separate
+    assert len({c.point for c in joint if c is not None}) > 1  # the starts reach different optima
+    assert together.calls == alone.calls
+    assert together.batches <= max(c.evaluations for c in joint if c is not None)
+    assert together.batches * 3 < alone.batches
 
 
 def test_evaluated_and_pending_points_are_never_returned() -> None:
