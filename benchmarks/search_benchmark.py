@@ -59,6 +59,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from autopeft.bo.loop import run_search  # noqa: E402
+from autopeft.bo.objectives import ParamAxis  # noqa: E402
 from autopeft.bo.pareto import hypervolume  # noqa: E402
 from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -210,23 +211,20 @@ class NoisyWorldObjective:
 
 
 class Axis:
-    """One scale of the parameter objective, its fixed reference point and the true front's HV."""
+    """One scale of the parameter objective (:class:`ParamAxis`), its fixed reference point and the true front's HV."""
 
-    def __init__(self, name: str, world: World) -> None:
+    def __init__(self, name: str, world: World, space: SearchSpace, backbone_params: int) -> None:
         self.name = name
-        positive = [v for v in world.percent.values() if v > 0]
-        self.floor = min(positive) / math.sqrt(10)  # where 0% (head only) sits on the log axis
+        self.param_axis = ParamAxis.for_space(name, space, backbone_params)
         Y = self.objectives([world.truth[p] for p in world.points], [world.percent[p] for p in world.points])
         # Just beyond the worst true score and the largest % params, so every configuration counts.
         self.ref = torch.tensor([float(Y[:, 0].min()) - 0.01, float(Y[:, 1].min()) - 0.01], dtype=torch.float64)
         self.best = hypervolume(Y, self.ref)
 
     def objectives(self, scores: list[float], percents: list[float]) -> torch.Tensor:
-        """``[score, -x]`` with x the % params on this scale."""
-        x = torch.tensor(percents, dtype=torch.float64)
-        if self.name == "log":
-            x = torch.log10(torch.clamp(x, min=self.floor))
-        return torch.stack([torch.tensor(scores, dtype=torch.float64), -x], dim=-1).reshape(len(scores), 2)
+        """``[score, axis(% params)]``, both maximised."""
+        x = self.param_axis.transform(torch.tensor(percents, dtype=torch.float64))
+        return torch.stack([torch.tensor(scores, dtype=torch.float64), x], dim=-1).reshape(len(scores), 2)
 
     def regret_trace(self, records: list[dict[str, Any]]) -> list[float]:
         """1 - HV / HV(true front) after each evaluation, on the true scores of what was evaluated."""
@@ -347,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({time.perf_counter() - started:.0f}s)",
         flush=True,
     )
-    axes = [Axis(name, world) for name in AXES]
+    axes = [Axis(name, world, space, meta["backbone_params"]) for name in AXES]
     out = Path(args.out_dir) / f"{args.setting}_{args.param_objective or 'default'}"
     traces: dict[str, dict[str, dict[int, list[float]]]] = {a: {m: {} for m in args.methods} for a in AXES}
     seconds: dict[str, dict[int, float]] = {m: {} for m in args.methods}

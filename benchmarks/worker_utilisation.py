@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
+        write_report(rows, args, table, argv)  # after every surrogate: a stopped run keeps what it measured
+
+
+def write_report(rows: list[dict], args: argparse.Namespace, table: Path, argv: list[str] | None) -> None:
+    """Write the Markdown table and JSON of the rows measured so far, and print the table."""
     lines = [
         "# Worker utilisation of pipelined BO",
         "",

@@ -89,7 +89,7 @@ def test_the_true_front_has_no_regret(bench) -> None:
     front = bench.true_front(world)
     records = [{"true_score": s, "param_percent": p} for s, p, _ in front]
     for name in ("linear", "log"):
-        axis = bench.Axis(name, world)
+        axis = bench.Axis(name, world, space, meta["backbone_params"])
         assert axis.regret_trace(records)[-1] == pytest.approx(0.0, abs=1e-12)
         worst = min(world.points, key=lambda p: world.truth[p])
         assert axis.regret_trace([{"true_score": world.truth[worst], "param_percent": world.percent[worst]}])[0] > 0.5
