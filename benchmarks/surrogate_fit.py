@@ -107,8 +107,14 @@ SETTINGS = {
         ),
         Setting(
             "nuts_fast",
-            "SAAS GP, NUTS 256/64/8, jit_compile, warm-started refit with 32 warm-up steps",
+            "SAAS GP, NUTS 256/64/8, jit_compile, warm-started refit with 32 warm-up steps (the demo's)",
             replace(PAPER, num_samples=64, thinning=8, jit_compile=True, warm_start=True, refit_warmup_steps=32),
+            warm=True,
+        ),
+        Setting(
+            "nuts_demo",
+            "SAAS GP, NUTS 256/64/8, warm-started refit with 32 warm-up steps (no JIT)",
+            replace(PAPER, num_samples=64, thinning=8, warm_start=True, refit_warmup_steps=32),
             warm=True,
         ),
         Setting(

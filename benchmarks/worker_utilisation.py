@@ -44,8 +44,17 @@ SURROGATES = {
     "gp": ["search.surrogate.kind=gp"],
     "saas": ["search.surrogate.kind=saas"],
     "saas_warm": ["search.surrogate.kind=saas", "search.surrogate.warm_start=true"],
-    # The demo's NUTS (conf/experiment/demo.yaml): 64 samples thinned to 8, warm refits of 32 steps.
+    # The demo's NUTS (conf/experiment/demo.yaml): 64 samples thinned to 8, warm refits of 32
+    # steps, JIT-compiled; saas_short is the same without JIT.
     "saas_demo": [
+        "search.surrogate.kind=saas",
+        "search.surrogate.num_samples=64",
+        "search.surrogate.thinning=8",
+        "search.surrogate.warm_start=true",
+        "search.surrogate.refit_warmup_steps=32",
+        "search.surrogate.jit_compile=true",
+    ],
+    "saas_short": [
         "search.surrogate.kind=saas",
         "search.surrogate.num_samples=64",
         "search.surrogate.thinning=8",
