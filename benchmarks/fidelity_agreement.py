@@ -43,17 +43,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from autopeft.backbones import load_backbone  # noqa: E402
 from autopeft.bo.store import ResultsStore  # noqa: E402
-from autopeft.cli import quiet_libraries, register_resolvers  # noqa: E402
+from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
 from autopeft.objective import TrainingObjective  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
 from autopeft.train import train_and_evaluate  # noqa: E402
+from benchmarks.common import compose_cfg  # noqa: E402
 
 #: The demo's setting (MiniLM, Rotten Tomatoes stand-in, batch 8, lr 1e-3: see
 #: conf/experiment/demo.yaml for why one epoch at the paper's lr 1e-4 would not move the
@@ -71,13 +71,6 @@ BASE_OVERRIDES = [
 ]
 STORE_KEYS = ("key", "index", "fidelity", "train_seed", "status")
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    """The real ``conf/run.yaml`` with overrides."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="run", overrides=overrides)
 
 
 def sample_points(space: SearchSpace, n: int, seed: int) -> list[Point]:

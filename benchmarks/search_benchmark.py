@@ -64,7 +64,8 @@ from autopeft.bo.pareto import hypervolume  # noqa: E402
 from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
-from benchmarks.search_quality import DEFAULT_TABLE, compose_cfg  # noqa: E402
+from benchmarks.common import compose_cfg  # noqa: E402
+from benchmarks.search_quality import DEFAULT_TABLE  # noqa: E402
 
 #: Method name -> (search group, extra overrides). ``bo`` gets ``--surrogate`` added.
 METHODS: dict[str, tuple[str, list[str]]] = {
@@ -164,6 +165,14 @@ def build_world(table: Path, space: SearchSpace, backbone_params: int, eval_exam
         table_rows=len(rows),
         table_score_sd=float(y.std()),
     )
+
+
+def world_of_table(table: Path) -> tuple[World, SearchSpace, dict[str, Any]]:
+    """The world fitted to ``table``, the space it was built in, and the table's meta."""
+    meta = json.loads(table.with_suffix(".meta.json").read_text())
+    space = space_of(compose_cfg([o for o in meta["overrides"] if not o.startswith(("search", "seed"))]))
+    eval_examples = int(next(o.split("=")[1] for o in meta["overrides"] if o.startswith("data.max_eval_samples")))
+    return build_world(table, space, meta["backbone_params"], eval_examples), space, meta
 
 
 class NoisyWorldObjective:
@@ -329,13 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    table = Path(args.table)
-    meta = json.loads(table.with_suffix(".meta.json").read_text())
-    base = compose_cfg([o for o in meta["overrides"] if not o.startswith(("search", "seed"))])
-    space = space_of(base)
-    eval_examples = int(next(o.split("=")[1] for o in meta["overrides"] if o.startswith("data.max_eval_samples")))
     started = time.perf_counter()
-    world = build_world(table, space, meta["backbone_params"], eval_examples)
+    world, space, meta = world_of_table(Path(args.table))
     if args.noise_sd is None:
         args.noise_sd = world.residual_sd
     print(

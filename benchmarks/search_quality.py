@@ -41,14 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from autopeft.bo.loop import run_search  # noqa: E402
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix  # noqa: E402
-from autopeft.cli import quiet_libraries, register_resolvers  # noqa: E402
+from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
 from autopeft.space import Point  # noqa: E402
+from benchmarks.common import compose_cfg  # noqa: E402
 
 DEFAULT_TABLE = ROOT / "benchmarks" / "data" / "minilm_rotten_tomatoes_low_fidelity.jsonl"
 
@@ -73,13 +73,6 @@ TABLE_KEYS = ("index", "point", "configuration", "status", "score", "param_perce
 
 METHODS = ("bo", "random", "nsga2")
 CHECKPOINTS = (25, 50, 100)
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    """The real ``conf/run.yaml`` with overrides."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="run", overrides=overrides)
 
 
 #: Files of a table build's run directory that are committed next to the table, so a build

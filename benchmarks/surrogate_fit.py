@@ -56,16 +56,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition  # noqa: E402
 from autopeft.bo.pareto import is_success, objective_matrix, reference_point  # noqa: E402
 from autopeft.bo.surrogate import FittedSurrogate, SurrogateSettings, fit_surrogate  # noqa: E402
-from autopeft.cli import quiet_libraries, register_resolvers  # noqa: E402
+from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
+from benchmarks.common import compose_cfg  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data"
 DEFAULT_TABLE = DATA / "minilm_rotten_tomatoes_low_fidelity.jsonl"
@@ -127,13 +126,6 @@ SETTINGS = {
         Setting("constant", "constant (no model)", SurrogateSettings(kind="constant")),
     )
 }
-
-
-def compose_cfg(overrides: list[str]) -> DictConfig:
-    """The real ``conf/run.yaml`` with overrides."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="run", overrides=overrides)
 
 
 def resolve_table(requested: str | None) -> Path:

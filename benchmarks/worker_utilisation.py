@@ -35,8 +35,9 @@ import torch  # noqa: E402
 from autopeft.bo.loop import run_search  # noqa: E402
 from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
-from benchmarks.search_benchmark import NoisyWorldObjective, build_world, space_of  # noqa: E402
-from benchmarks.search_quality import DEFAULT_TABLE, compose_cfg  # noqa: E402
+from benchmarks.common import compose_cfg  # noqa: E402
+from benchmarks.search_benchmark import NoisyWorldObjective, world_of_table  # noqa: E402
+from benchmarks.search_quality import DEFAULT_TABLE  # noqa: E402
 
 #: Surrogate name -> overrides of the ``search.surrogate`` node.
 SURROGATES = {
@@ -84,11 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     table = Path(args.table)
-    meta = json.loads(table.with_suffix(".meta.json").read_text())
-    base = compose_cfg([o for o in meta["overrides"] if not o.startswith(("search", "seed"))])
-    space = space_of(base)
-    eval_examples = int(next(o.split("=")[1] for o in meta["overrides"] if o.startswith("data.max_eval_samples")))
-    world = build_world(table, space, meta["backbone_params"], eval_examples)
+    world, space, _ = world_of_table(table)
     rows = []
     for name in args.surrogates:
         overrides = [

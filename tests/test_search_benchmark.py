@@ -80,7 +80,7 @@ def test_the_benchmark_pairs_methods_and_measures_regret_against_the_true_front(
 
 
 def test_the_true_front_has_no_regret(bench) -> None:
-    from benchmarks.search_quality import compose_cfg
+    from benchmarks.common import compose_cfg
 
     meta = json.loads(TABLE.with_suffix(".meta.json").read_text())
     cfg = compose_cfg([o for o in meta["overrides"] if not o.startswith(("search", "seed"))])
