@@ -487,7 +487,9 @@ def write_report(
         f"True front: {len(front)} configurations, from {front[0][1]:.4f}% params (score {front[0][0]:.4f}) to "
         f"{front[-1][1]:.3f}% (score {front[-1][0]:.4f}).",
         "",
-        f"Made by `python benchmarks/search_benchmark.py --setting {args.setting} --seeds {args.seeds}"
+        "Made by `python benchmarks/search_benchmark.py"
+        + (f" --table {args.table}" if Path(args.table) != DEFAULT_TABLE else "")
+        + f" --setting {args.setting} --seeds {args.seeds}"
         + (f" --surrogate {args.surrogate}" if args.surrogate != "saas_map" else "")
         + (f" --param-objective {args.param_objective}" if args.param_objective else "")
         + f"` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
