@@ -125,12 +125,17 @@ def build_acquisition(
         # botorch recommends the log variant on every qNEHVI construction; the user chose the
         # paper's qNEHVI on purpose (search.acquisition.name), so the advice is noise here.
         warnings.filterwarnings("ignore", message=r".*qNoisyExpectedHypervolumeImprovement has known numerical.*")
-        return cls(
-            model=model,
-            ref_point=ref_point.tolist(),
-            X_baseline=X_baseline,
-            sampler=SobolQMCNormalSampler(sample_shape=torch.Size([settings.mc_samples]), seed=seed),
-            objective=objectives_objective(space, backbone_params, ensemble, param_axis),
-            X_pending=X_pending,
-            prune_baseline=settings.prune_baseline,
-        )
+        # prune_baseline draws its own posterior samples from torch's global generator, whose
+        # state depends on what ran before in the process (a resumed search has trained less):
+        # seeded here, a resumed search prunes, and so proposes, exactly as the original did.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return cls(
+                model=model,
+                ref_point=ref_point.tolist(),
+                X_baseline=X_baseline,
+                sampler=SobolQMCNormalSampler(sample_shape=torch.Size([settings.mc_samples]), seed=seed),
+                objective=objectives_objective(space, backbone_params, ensemble, param_axis),
+                X_pending=X_pending,
+                prune_baseline=settings.prune_baseline,
+            )

@@ -37,7 +37,7 @@ from autopeft.errors import ConfigError, allowed_list, check_known_keys
 log = logging.getLogger("autopeft.search")
 
 #: Kinds of executor.
-EXECUTORS = ("inline", "process", "thread", "submitit")
+EXECUTORS = ("inline", "process", "submitit", "thread")
 
 #: Keys of the ``search.parallel`` node.
 PARALLEL_KEYS = ("workers", "executor", "prefetch", "worker_memory_gb", "max_workers_per_gpu", "submitit")

@@ -80,7 +80,7 @@ def test_auto_workers_follow_gpu_memory() -> None:
     [
         ({"workers": 0}, r"search\.parallel\.workers=0 must be 'auto' or an integer >= 1"),
         ({"workers": "many"}, r"search\.parallel\.workers='many'"),
-        ({"executor": "ray"}, r"search\.parallel\.executor='ray'; allowed: 'inline', 'process', 'thread', 'submitit'"),
+        ({"executor": "ray"}, r"search\.parallel\.executor='ray'; allowed: 'inline', 'process', 'submitit', 'thread'"),
         ({"prefetch": -1}, r"search\.parallel\.prefetch=-1 must be an integer >= 0"),
         ({"worker_memory_gb": 0}, r"search\.parallel\.worker_memory_gb=0 must be > 0"),
         ({"worker": 2}, r"unknown key search\.parallel\.worker \(did you mean 'workers'\?\)"),

@@ -95,6 +95,27 @@ def test_pending_points_lower_the_value_of_the_same_candidate() -> None:
     assert taken(candidate.unsqueeze(0)) < free(candidate.unsqueeze(0))
 
 
+def test_the_acquisition_does_not_depend_on_the_global_generator() -> None:
+    """A resumed search has run less before its next proposal: its global torch state differs.
+
+    Baseline pruning draws posterior samples from torch's global generator; the acquisition
+    must be seeded by its own ``seed`` alone, and leave the global generator as it found it.
+    """
+    X, Y = data(seed=4)
+    fitted = fit_surrogate(X, Y, TINY_NUTS, seed=0)
+    ref = torch.tensor([0.4, -20.0], dtype=torch.float64)
+    settings = AcquisitionSettings(name="qnehvi", prune_baseline=True)
+    candidates = SPACE.encode(SPACE.sample(random.Random(0), 16)).unsqueeze(-2)
+    values = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        acq = build_acquisition(fitted.model, X, ref, SPACE, BACKBONE_PARAMS, settings, ensemble=True, seed=7)
+        assert torch.equal(torch.get_rng_state(), before)
+        values.append(acq(candidates).detach())
+    assert torch.equal(values[0], values[1])
+
+
 @pytest.mark.parametrize(
     ("cls", "node", "pattern"),
     [
