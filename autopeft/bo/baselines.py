@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from autopeft.bo.local_search import SpaceExhaustedError
+from autopeft.bo.objectives import smallest_positive_param_count
 from autopeft.bo.searchers import History, Proposal, design_proposals, step_rng
 from autopeft.space import Point, SearchSpace
 
@@ -147,12 +148,10 @@ class StratifiedRandomSearcher:
         random.Random(f"stratified-bins:{self.seed}").shuffle(self.order)
 
     def _cheapest_and_largest(self) -> tuple[int, int]:
-        order = ascending_configurations(self.space)
-        cheapest = next(p for p in order if not p.is_head_only)
         largest = self.space.from_indices(
             [True] * self.space.mask_dims, [len(options) - 1 for _, options in self.space.choices]
         )
-        return self.space.param_count(cheapest), self.space.param_count(largest)
+        return smallest_positive_param_count(self.space), self.space.param_count(largest)
 
     def bin_of(self, point: Point) -> int:
         """Index of the log10 % params bin ``point`` falls in (head-only: bin 0)."""
