@@ -88,6 +88,9 @@ def tabulate(args: argparse.Namespace) -> None:
     the run directory's store is copied next to the table for ``--restore``.
     """
     overrides = [*TABULATE_OVERRIDES, f"search.n_init={args.n}", "search.n_iter=0", f"seed={args.seed}"]
+    # Worker processes change only how fast the table fills, not what it holds (the parallel
+    # block is outside the resume fingerprint, and every evaluation reseeds from the run seed).
+    overrides += [f"search.parallel.workers={args.workers}", "search.parallel.executor=process"]
     cfg = compose_cfg(overrides)
     run_dir = Path(args.run_dir)
     table = Path(args.table)
@@ -384,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     tab.add_argument("--table", default=str(DEFAULT_TABLE))
     tab.add_argument("--write-only", action="store_true", help="write the (partial) table from the run dir")
     tab.add_argument("--restore", action="store_true", help="start from the committed <table>.build/ store")
+    tab.add_argument("--workers", type=int, default=1, help="evaluations at once, one process each")
     rep = sub.add_parser("replay", help="replay the searchers on the table")
     rep.add_argument("--table", default=str(DEFAULT_TABLE))
     rep.add_argument("--out-dir", default="outputs/bench/search_quality")
