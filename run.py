@@ -17,7 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra
 from omegaconf import DictConfig
 
-from autopeft.cli import dispatch, register_resolvers
+from autopeft.cli import dispatch
+from autopeft.runtime import register_resolvers
 
 register_resolvers()
 

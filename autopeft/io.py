@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-#: Test-only fault injection (tests/test_fault_injection.py). Set to a number of seconds, every
+#: Test-only fault injection (tests/system/test_fault_injection.py). Set to a number of seconds, every
 #: durable write (a results-store append, an atomic file write) writes the first half of its bytes,
 #: fsyncs, sleeps that long, then writes the rest, so that a test can SIGKILL a real run in the middle
 #: of a write. Unset, as in every real run, each write is one ``write()`` call of the whole data.

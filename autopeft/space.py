@@ -499,7 +499,7 @@ class SearchSpace:
         """The paper's count of fine-tuned parameters (appendix A), computed without a model.
 
         ``2 * D * D_h`` per inserted layer for SA and PA, ``2 * L_PT * D_h`` for prefix-tuning and
-        ``2 * r * D_h`` per LoRA target; equal to :func:`autopeft.params.paper_param_count` of
+        ``2 * r * D_h`` per LoRA target; equal to :func:`autopeft.peft.params.paper_param_count` of
         :meth:`to_peft` (kept here so a search can price many candidates cheaply).
         """
         self.check(point)

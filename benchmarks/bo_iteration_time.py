@@ -27,8 +27,8 @@ from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition  # no
 from autopeft.bo.local_search import LocalSearchSettings, optimize_acquisition  # noqa: E402
 from autopeft.bo.pareto import objective_matrix, pareto_mask, reference_point  # noqa: E402
 from autopeft.bo.surrogate import SurrogateSettings, fit_surrogate  # noqa: E402
-from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.peft import BackboneShape  # noqa: E402
+from autopeft.runtime import quiet_libraries  # noqa: E402
 from autopeft.space import SearchSpace  # noqa: E402
 
 BERT_BASE = BackboneShape("bert_base_arch", 768, 12, 12)

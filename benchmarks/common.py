@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from autopeft.cli import register_resolvers
+from autopeft.runtime import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,12 +33,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autopeft.backbones import shape_of  # noqa: E402
-from autopeft.cli import register_resolvers  # noqa: E402
-from autopeft.pipeline import hydra_composer, pipeline_settings, plan_stages  # noqa: E402
-from autopeft.protocol import protocol_of, scoring  # noqa: E402
+from autopeft.data.protocol import protocol_of, scoring  # noqa: E402
+from autopeft.experiments.pipeline import hydra_composer, pipeline_settings, plan_stages  # noqa: E402
+from autopeft.runtime import register_resolvers  # noqa: E402
 from autopeft.space import SearchSpace  # noqa: E402
-from autopeft.tasks import TASKS  # noqa: E402
+from autopeft.tasks.registry import TASKS  # noqa: E402
+from autopeft.training.backbones import shape_of  # noqa: E402
 
 #: Train-split sizes (examples) of the paper's tasks: GLUE (Wang et al., 2019) and SuperGLUE
 #: (Wang et al., 2019b), as published with the datasets.

@@ -11,8 +11,8 @@ intervals (resampling configurations), plus a noise ceiling: the rank correlatio
 fidelity with itself under another training seed (``--repeat-seed``), since no proxy can agree
 with the full training better than the proxy agrees with itself.
 
-Every training goes through the project's own path (``autopeft.train.train_and_evaluate`` via
-the search's :class:`~autopeft.objective.TrainingObjective`) and every finished one is appended
+Every training goes through the project's own path (``autopeft.training.train.train_and_evaluate`` via
+the search's :class:`~autopeft.training.objective.TrainingObjective`) and every finished one is appended
 to ``<run dir>/results.jsonl`` (the search's resumable store), so a killed run continues where
 it stopped when started again with the same arguments.
 
@@ -43,16 +43,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from omegaconf import DictConfig, open_dict  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from autopeft.backbones import load_backbone  # noqa: E402
-from autopeft.bo.store import ResultsStore  # noqa: E402
-from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
-from autopeft.objective import TrainingObjective  # noqa: E402
+from autopeft.runs.store import ResultsStore  # noqa: E402
+from autopeft.runtime import quiet_libraries  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
-from autopeft.train import train_and_evaluate  # noqa: E402
+from autopeft.training.backbones import load_backbone  # noqa: E402
+from autopeft.training.objective import TrainingObjective  # noqa: E402
+from autopeft.training.train import TrainingJob, train_and_evaluate  # noqa: E402
 from benchmarks.common import compose_cfg  # noqa: E402
 
 #: The demo's setting (MiniLM, Rotten Tomatoes stand-in, batch 8, lr 1e-3: see
@@ -130,20 +130,22 @@ def train_all(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[Poin
     store = ResultsStore(run_dir / "results.jsonl", required_keys=STORE_KEYS)
     records = store.load()
     done = {r["key"] for r in records}
-    objective = TrainingObjective(cfg, space, backbone.num_params, run_dir)
+    objective = TrainingObjective(TrainingJob.from_config(cfg), space, backbone.num_params, run_dir)
     for fidelity, epochs, patience, train_seed in runs(args):
         for index, point in enumerate(points):
             key = f"{fidelity}/seed{train_seed}/{index:03d}"
             if key in done:
                 continue
-            run_cfg = objective.config_for(point)
-            with open_dict(run_cfg):
-                run_cfg.seed = train_seed
-                run_cfg.fidelity.name = fidelity
-                run_cfg.fidelity.epochs = epochs
-                run_cfg.fidelity.early_stopping_patience = patience or None
+            job = objective.job_for(point).updated(
+                {
+                    "seed": train_seed,
+                    "fidelity.name": fidelity,
+                    "fidelity.epochs": epochs,
+                    "fidelity.early_stopping_patience": patience or None,
+                }
+            )
             started = time.perf_counter()
-            record = train_and_evaluate(run_cfg, run_dir / "evals" / key)
+            record = train_and_evaluate(job, run_dir / "evals" / key)
             ok = record["status"] == "ok"
             row = {
                 "key": key,

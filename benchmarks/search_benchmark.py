@@ -15,7 +15,7 @@ instead, and searches the whole space in it:
    out-of-fold predictions (``--noise-sd`` to override). The noise of a configuration is a
    function of the seed and the configuration, so every method sees the same noisy value for
    the same configuration in the same seed (paired comparisons).
-3. **The searchers**, through the project's real search loop (:func:`autopeft.bo.loop.run_search`,
+3. **The searchers**, through the project's real search loop (:func:`autopeft.experiments.search.run_search`,
    resumable run directories), BO's acquisition optimised by the real local search over the
    discrete space: AutoPEFT's BO (``--surrogate``), BO with a model-free constant surrogate (what
    the acquisition alone contributes), random search, random stratified on log % params,
@@ -58,11 +58,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from autopeft.bo.loop import run_search  # noqa: E402
 from autopeft.bo.objectives import ParamAxis  # noqa: E402
 from autopeft.bo.pareto import hypervolume  # noqa: E402
-from autopeft.cli import quiet_libraries  # noqa: E402
+from autopeft.experiments.search import run_search  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
+from autopeft.runtime import quiet_libraries  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
 from benchmarks.common import compose_cfg  # noqa: E402
 from benchmarks.search_quality import DEFAULT_TABLE  # noqa: E402
@@ -98,7 +98,7 @@ AXES = ("linear", "log")
 
 def space_of(cfg: DictConfig) -> SearchSpace:
     """The search space the table was built in."""
-    from autopeft.backbones import shape_of
+    from autopeft.training.backbones import shape_of
 
     return SearchSpace.from_config(cfg.space, shape_of(cfg.backbone))
 
@@ -201,7 +201,7 @@ class NoisyWorldObjective:
         return self.simulated_seconds * (0.5 + int.from_bytes(self._digest(point)[8:12], "little") / 2**32)
 
     def __call__(self, point: Point, index: int) -> dict[str, Any]:
-        """A result record's fields, as :class:`autopeft.objective.TrainingObjective` returns them."""
+        """A result record's fields, as :class:`autopeft.training.objective.TrainingObjective` returns them."""
         canonical = self.space.canonical(point)
         truth = self.world.truth[canonical]
         if self.simulated_seconds:

@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from autopeft.bo.loop import run_search  # noqa: E402
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix  # noqa: E402
-from autopeft.cli import quiet_libraries  # noqa: E402
+from autopeft.experiments.search import run_search  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
+from autopeft.runtime import quiet_libraries  # noqa: E402
 from autopeft.space import Point  # noqa: E402
 from benchmarks.common import compose_cfg  # noqa: E402
 
@@ -102,9 +102,9 @@ def tabulate(args: argparse.Namespace) -> None:
         print(f"restored {run_dir} from {build}")
     started = time.perf_counter()
     if args.write_only:
-        from autopeft.backbones import load_backbone
-        from autopeft.bo.store import ResultsStore
+        from autopeft.runs.store import ResultsStore
         from autopeft.space import SearchSpace
+        from autopeft.training.backbones import load_backbone
 
         backbone = load_backbone(cfg.backbone, weights=False)
         result = {
@@ -266,8 +266,8 @@ def _run_on_table(
     cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]], eval_seconds: float = 0.0
 ) -> tuple[dict, float]:
     """Run (or finish) one search on the table; returns it and the seconds all its sessions took."""
-    from autopeft.backbones import shape_of
     from autopeft.space import SearchSpace
+    from autopeft.training.backbones import shape_of
 
     space = SearchSpace.from_config(cfg.space, shape_of(cfg.backbone))
     objective = TableObjective(rows, space, eval_seconds)

@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from autopeft.bo.loop import run_search  # noqa: E402
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix  # noqa: E402
-from autopeft.cli import quiet_libraries, register_resolvers  # noqa: E402
-from autopeft.pipeline import hydra_composer  # noqa: E402
+from autopeft.experiments.pipeline import hydra_composer  # noqa: E402
+from autopeft.experiments.search import run_search  # noqa: E402
+from autopeft.runtime import quiet_libraries, register_resolvers  # noqa: E402
 
 MODES = ("sequential", "parallel")
 

@@ -61,8 +61,8 @@ from scipy import stats  # noqa: E402
 from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition  # noqa: E402
 from autopeft.bo.pareto import is_success, objective_matrix, reference_point  # noqa: E402
 from autopeft.bo.surrogate import FittedSurrogate, SurrogateSettings, fit_surrogate  # noqa: E402
-from autopeft.cli import quiet_libraries  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
+from autopeft.runtime import quiet_libraries  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
 from benchmarks.common import compose_cfg  # noqa: E402
 
@@ -149,7 +149,7 @@ def resolve_table(requested: str | None) -> Path:
 
 def load_table(table: Path) -> tuple[list[dict[str, Any]], dict[str, Any], SearchSpace]:
     """The table's successful rows, its ``.meta.json`` and the search space it was drawn from."""
-    from autopeft.backbones import shape_of
+    from autopeft.training.backbones import shape_of
 
     meta_path = table.with_suffix(".meta.json")
     if not meta_path.is_file():

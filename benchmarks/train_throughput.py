@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from autopeft.backbones import load_backbone
-from autopeft.cli import register_resolvers
-from autopeft.model import AutoPeftModel
-from autopeft.params import parameter_report
 from autopeft.peft import peft_from_config
+from autopeft.peft.params import parameter_report
+from autopeft.runtime import register_resolvers
+from autopeft.training.backbones import load_backbone
+from autopeft.training.model import AutoPeftModel
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_CONFIGS = {

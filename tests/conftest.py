@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from autopeft.cli import quiet_libraries, register_resolvers
+from autopeft.runtime import quiet_libraries, register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

@@ -7,8 +7,8 @@ import copy
 import torch
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
-from autopeft.backbones import Backbone
 from autopeft.peft import BackboneShape
+from autopeft.training.backbones import Backbone
 
 
 def tiny_encoder(model_type: str = "bert", attn: str = "sdpa", layers: int = 3) -> torch.nn.Module:

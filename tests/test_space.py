@@ -16,8 +16,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from autopeft.errors import ConfigError
-from autopeft.params import paper_param_count
 from autopeft.peft import BackboneShape, validate_spec
+from autopeft.peft.params import paper_param_count
 from autopeft.space import MODULES, Point, SearchSpace, default_choices
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,1 +1,1 @@
-"""Multi-objective Bayesian optimisation over the AutoPEFT search space (in progress, issue #4)."""
+"""Multi-objective Bayesian optimisation over the AutoPEFT search space."""

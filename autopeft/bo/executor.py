@@ -142,7 +142,7 @@ def _init_worker(gpu_queue: Any, threads: int) -> None:
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
     # Quiet the same library chatter the search process silences.
-    from autopeft.cli import quiet_libraries
+    from autopeft.runtime import quiet_libraries
 
     quiet_libraries()
 

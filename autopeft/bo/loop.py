@@ -28,15 +28,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from autopeft.bo.config import SearchSettings, make_searcher
 from autopeft.bo.executor import make_executor, resolve_workers
 from autopeft.bo.objectives import LINEAR, ParamAxis
 from autopeft.bo.pareto import hypervolume, is_success, objective_matrix, pareto_mask, search_reference
 from autopeft.bo.scheduler import Objective, Schedule
 from autopeft.bo.searchers import EnumerationSearcher
-from autopeft.bo.store import ResultsStore
+from autopeft.bo.settings import SearchSettings, make_searcher
 from autopeft.errors import ConfigError
 from autopeft.io import RunDirectoryLock, atomic_write_json
+from autopeft.runs.store import ResultsStore
 from autopeft.space import Point, SearchSpace
 
 log = logging.getLogger("autopeft.search")
@@ -228,66 +228,72 @@ class Tracker:
         }
 
 
-def run_search(
+@dataclass(frozen=True)
+class SearchProblem:
+    """What a search explores and how it scores a configuration, built once by its caller.
+
+    Args:
+        settings: The parsed ``search`` node.
+        space: The search space.
+        backbone_params: The backbone's parameter count (the denominator of % parameters).
+        objective: Scores one configuration (low-fidelity training, or a benchmark's stand-in).
+
+    """
+
+    settings: SearchSettings
+    space: SearchSpace
+    backbone_params: int
+    objective: Objective
+
+
+def search(
     cfg: DictConfig,
     run_dir: Path,
+    problem: SearchProblem,
     *,
     resume: bool = False,
-    objective: Objective | None = None,
     on_record: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
     candidates: list[Point] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the search ``cfg.search`` and return its final state.
+    """Run (or resume) a search of ``problem`` in ``run_dir`` and return its final state.
 
     Args:
-        cfg: The composed run config (``search``, ``space``, ``task``, ``backbone``, ...).
+        cfg: The run config, saved in ``search.json`` and fingerprinted so a resume must match it.
         run_dir: The run directory (an existing one continues where it stopped).
+        problem: The settings, space and objective (see :func:`autopeft.experiments.search.run_search`).
         resume: True when the user asked to resume (the directory must hold a search).
-        objective: Scores a configuration; default: low-fidelity training (TrainingObjective).
         on_record: Called with ``(record, tracker state)`` after each evaluation is stored.
         candidates: Restrict the search to these configurations (tabulated benchmarks).
 
     Returns:
         ``{"records": [...], "state": {...}, "space": SearchSpace, "backbone_params": int, ...}``.
 
-    """
-    from autopeft.backbones import load_backbone
-    from autopeft.tasks import task_from_config
-    from autopeft.train import validate_run_config
+    Raises:
+        ConfigError: ``resume`` is set and ``run_dir`` holds no search.
 
-    settings = SearchSettings.from_config(cfg.search)
-    validate_run_config(cfg)
-    task_from_config(cfg.task)
-    backbone = load_backbone(cfg.backbone, weights=False)
-    space = SearchSpace.from_config(cfg.space, backbone.shape)
+    """
     if resume and not (Path(run_dir) / "search.json").is_file():
         raise ConfigError(f"resume={str(run_dir)!r} has no search.json: not a search run directory")
     with RunDirectoryLock(Path(run_dir), "search"):
-        return _run_locked(cfg, run_dir, settings, backbone, space, objective, on_record, candidates)
+        return _run_locked(cfg, Path(run_dir), problem, on_record, candidates)
 
 
 def _run_locked(
     cfg: DictConfig,
     run_dir: Path,
-    settings: SearchSettings,
-    backbone: Any,
-    space: SearchSpace,
-    objective: Objective | None,
+    problem: SearchProblem,
     on_record: Callable[[dict[str, Any], dict[str, Any]], None] | None,
     candidates: list[Point] | None,
 ) -> dict[str, Any]:
-    param_axis = settings.param_axis(space, backbone.num_params)
+    settings, space, objective = problem.settings, problem.space, problem.objective
+    param_axis = settings.param_axis(space, problem.backbone_params)
     files = open_run(cfg, run_dir, space, param_axis)
     if param_axis.name != "linear":
         log.info("parameter objective (search.param_objective=%s): %s", param_axis.name, param_axis.describe())
     store, proposals_log = files.results, files.proposals
     records, proposals = store.load(), proposals_log.load()
     _check_consistent(records, proposals, space, files)
-    if objective is None:
-        from autopeft.objective import TrainingObjective
-
-        objective = TrainingObjective(cfg, space, backbone.num_params, files.run_dir)
-    searcher = make_searcher(settings, space, backbone.num_params, int(cfg.seed), candidates)
+    searcher = make_searcher(settings, space, problem.backbone_params, int(cfg.seed), candidates)
     budget = settings.budget
     tracker = Tracker(settings, param_axis=param_axis)
     if isinstance(searcher, EnumerationSearcher):
@@ -364,7 +370,7 @@ def _run_locked(
         "searcher": searcher.name,
         "space": space,
         "settings": settings,
-        "backbone_params": backbone.num_params,
+        "backbone_params": problem.backbone_params,
         "run_dir": files.run_dir,
         "timings": stats.summary(),
     }

@@ -29,7 +29,7 @@ from typing import Any
 
 from autopeft.bo.local_search import SpaceExhaustedError
 from autopeft.bo.searchers import History, Proposal, Searcher
-from autopeft.bo.store import ResultsStore
+from autopeft.runs.store import ResultsStore
 from autopeft.space import Point, SearchSpace
 
 log = logging.getLogger("autopeft.search")

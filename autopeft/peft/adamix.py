@@ -7,7 +7,7 @@ training and inference differ:
   layer, one expert uniformly at random and uses it for the whole batch; the down- and
   up-projections draw independently. The training loss adds a consistency term between two
   such passes (:func:`symmetric_kl`), applied in
-  :meth:`autopeft.module.PeftLightningModule.training_step`.
+  :meth:`autopeft.training.module.PeftLightningModule.training_step`.
 * **Evaluation** (adaptation merging): the experts' weights and biases are averaged into one
   adapter, so inference costs one adapter and deploys ``2 D D_h`` weights per layer (plus
   biases) whatever M.

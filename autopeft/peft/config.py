@@ -86,7 +86,7 @@ class PeftSpec:
             learned gate sigma(W_g x + b_g), see :mod:`autopeft.peft.gates`.
         layer_switch: Adaptable Adapters (Moosavi et al., 2022): a learned per-layer switch
             between "adapter on" and "skip"; training then selects layers in two stages
-            (:mod:`autopeft.adaptable`).
+            (:mod:`autopeft.training.adaptable`).
         adaptable_layers: With ``layer_switch``, keep the k layers most likely "on" (to match a
             budget); None keeps every layer whose switch ends "on".
         switch_temperature: Gumbel-softmax temperature of the layer switches.

@@ -16,7 +16,7 @@ bias (``init_bert_weights`` in the source), so every gate starts near 0.5.
 
 One deliberate difference: the source averages over every position, padding included, so an
 example's output would change with the padding of its batch. Here the mean runs over the
-real tokens of the :class:`TokenMask` that :class:`~autopeft.model.AutoPeftModel` sets for
+real tokens of the :class:`TokenMask` that :class:`~autopeft.training.model.AutoPeftModel` sets for
 each forward pass (without one, e.g. on a bare encoder, over all positions as in the source).
 """
 

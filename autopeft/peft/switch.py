@@ -10,7 +10,7 @@ returns. In evaluation the switch is deterministic: on when its "on" logit is th
 
 By the Gumbel-max trick a training draw picks "on" with probability softmax(logits)[on],
 whatever the temperature: :meth:`LayerSwitch.p_on` is that probability and is what layer
-selection ranks by (:mod:`autopeft.adaptable`).
+selection ranks by (:mod:`autopeft.training.adaptable`).
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from autopeft.backbones import shape_of
 from autopeft.bo.baselines import CheapestFirstSearcher, StratifiedRandomSearcher, ascending_configurations
-from autopeft.bo.loop import run_search
 from autopeft.bo.searchers import History, initial_design
+from autopeft.experiments.search import run_search
 from autopeft.space import Point, SearchSpace
+from autopeft.training.backbones import shape_of
 
 from .conftest import SyntheticObjective
 

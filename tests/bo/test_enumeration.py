@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, open_dict
 
-import autopeft.objective
-from autopeft.bo.loop import run_search, search_failure
+import autopeft.experiments.search
+from autopeft.bo.loop import search_failure
 from autopeft.cli import dispatch
 from autopeft.errors import ConfigError
+from autopeft.experiments.search import run_search
 from autopeft.space import Point
 
 from .conftest import SyntheticObjective
@@ -165,8 +166,10 @@ def test_a_search_whose_every_evaluation_fails_exits_non_zero_saying_why(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
-    # the CLI builds its objective from autopeft.objective: swap in one whose every training diverges
-    monkeypatch.setattr(autopeft.objective, "TrainingObjective", lambda *args: SyntheticObjective(fail=always_fails))
+    # the CLI builds its objective in autopeft.experiments.search: swap in one whose every training diverges
+    monkeypatch.setattr(
+        autopeft.experiments.search, "TrainingObjective", lambda *args: SyntheticObjective(fail=always_fails)
+    )
     cfg = search_cfg(*TINY_SA)
     with open_dict(cfg):
         cfg.run_dir = str(tmp_path / "run")
@@ -181,7 +184,7 @@ def test_a_search_whose_every_evaluation_fails_exits_non_zero_saying_why(
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["failure"] == message.removeprefix("error: the search ended with no successful evaluation: ")
     # a search with a success exits normally
-    monkeypatch.setattr(autopeft.objective, "TrainingObjective", lambda *args: SyntheticObjective())
+    monkeypatch.setattr(autopeft.experiments.search, "TrainingObjective", lambda *args: SyntheticObjective())
     with open_dict(cfg):
         cfg.run_dir = str(tmp_path / "ok")
     assert dispatch(cfg)["failure"] is None

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from autopeft.bo.loop import resumed_config, run_search
-from autopeft.bo.store import CorruptStoreError
+from autopeft.bo.loop import resumed_config
 from autopeft.errors import ConfigError
+from autopeft.experiments.search import run_search
 from autopeft.io import RunDirectoryLock
+from autopeft.runs.store import CorruptStoreError
 from autopeft.space import Point
 
 from .conftest import SyntheticObjective

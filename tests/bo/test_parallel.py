@@ -15,9 +15,10 @@ import pytest
 from omegaconf import DictConfig
 
 from autopeft.bo.executor import InlineExecutor, ParallelSettings, make_executor, resolve_workers
-from autopeft.bo.loop import PROPOSAL_KEYS, run_search
-from autopeft.bo.store import ResultsStore
+from autopeft.bo.loop import PROPOSAL_KEYS
 from autopeft.errors import ConfigError
+from autopeft.experiments.search import run_search
+from autopeft.runs.store import ResultsStore
 from tests.bo.conftest import TINY_SEARCH, SyntheticObjective
 from tests.processes import children_of, is_alive, search_command
 

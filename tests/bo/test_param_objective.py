@@ -13,12 +13,9 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from autopeft.backbones import load_backbone
 from autopeft.bo import searchers
 from autopeft.bo.acquisition import build_acquisition, objectives_objective
-from autopeft.bo.config import SearchSettings
-from autopeft.bo.front import front_records
-from autopeft.bo.loop import Tracker, run_search
+from autopeft.bo.loop import Tracker
 from autopeft.bo.objectives import LINEAR, ParamAxis, log_floor, smallest_positive_param_count
 from autopeft.bo.pareto import (
     hypervolume,
@@ -28,9 +25,13 @@ from autopeft.bo.pareto import (
     reference_point,
     search_reference,
 )
+from autopeft.bo.settings import SearchSettings
 from autopeft.errors import ConfigError
+from autopeft.experiments.search import run_search
 from autopeft.peft import BackboneShape
+from autopeft.runs.front import front_records
 from autopeft.space import SearchSpace
+from autopeft.training.backbones import load_backbone
 
 from .conftest import SyntheticObjective
 
@@ -266,13 +267,13 @@ def test_the_search_report_names_the_axis(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from autopeft.bo import loop
-    from autopeft.cli import mode_search
+    from autopeft.experiments import search
+    from autopeft.experiments.modes import mode_search
 
     def synthetic(*args: Any, **kwargs: Any) -> dict:
         return run_search(*args, **kwargs, objective=SyntheticObjective())
 
-    monkeypatch.setattr(loop, "run_search", synthetic)  # mode_search imports it when called
+    monkeypatch.setattr(search, "run_search", synthetic)  # mode_search imports it when called
     summary = mode_search(search_cfg("search.param_objective=log", "search.n_iter=1"), tmp_path / "run")
     assert summary["param_objective"]["name"] == "log"
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -281,8 +282,8 @@ def test_the_search_report_names_the_axis(
     assert f"hypervolume (log10 % params) {saved['state']['hypervolume']:.4g}" in capsys.readouterr().out
 
     # mode=report's hypervolume plot measures the search on the axis saved in its search.json
-    from autopeft import report_plots
-    from autopeft.report import Runs
+    from autopeft.report import plots as report_plots
+    from autopeft.report.collect import Runs
 
     axes_used: list[ParamAxis] = []
 

@@ -7,12 +7,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from autopeft.backbones import shape_of
 from autopeft.bo.loop import PROPOSAL_KEYS
 from autopeft.bo.scheduler import Schedule, ScheduleStats
 from autopeft.bo.searchers import History, Proposal, RandomSearcher
-from autopeft.bo.store import ResultsStore
+from autopeft.runs.store import ResultsStore
 from autopeft.space import Point, SearchSpace
+from autopeft.training.backbones import shape_of
 
 
 class SlowModelSearcher:

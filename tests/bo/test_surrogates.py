@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from autopeft.bo import searchers
 from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition
-from autopeft.bo.loop import run_search
 from autopeft.bo.surrogate import (
     STATE_KEY,
     SURROGATE_KINDS,
@@ -24,6 +23,7 @@ from autopeft.bo.surrogate import (
     latest_state,
 )
 from autopeft.errors import ConfigError
+from autopeft.experiments.search import run_search
 from autopeft.peft import BackboneShape
 from autopeft.space import SearchSpace
 

@@ -12,13 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import autopeft.export as export
-from autopeft.backbones import load_backbone
 from autopeft.errors import ConfigError
-from autopeft.export import load_export
-from autopeft.model import AutoPeftModel
-from autopeft.module import PeftLightningModule
-from autopeft.params import parameter_report
+from autopeft.export.format import MANIFEST_NAME
+from autopeft.export.load import load_export
 from autopeft.peft import BackboneShape, PeftSpec, peft_from_config, validate_spec
 from autopeft.peft.adamix import (
     AdaMixFeedForwardOutput,
@@ -28,10 +24,14 @@ from autopeft.peft.adamix import (
     symmetric_kl,
 )
 from autopeft.peft.adapters import AdaptedFeedForwardOutput
-from autopeft.tasks import TASKS
-from autopeft.train import train_and_evaluate
+from autopeft.peft.params import parameter_report
+from autopeft.tasks.registry import TASKS
+from autopeft.training.backbones import load_backbone
+from autopeft.training.model import AutoPeftModel
+from autopeft.training.module import PeftLightningModule
+from autopeft.training.train import TrainingJob, train_and_evaluate
+from tests.export.test_export import NEW_SENTENCES, _in_memory_scores, _spy_on_saves
 from tests.helpers import as_backbone, batch, frozen_copy, tiny_encoder
-from tests.test_export import NEW_SENTENCES, _in_memory_scores, _spy_on_saves
 
 ALL = (0, 1, 2)
 D_H = 32
@@ -322,7 +322,7 @@ def test_preset_trains_logs_its_consistency_and_exports_merged_predictions(
     tiny_cfg: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     models = _spy_on_saves(monkeypatch)
-    record = train_and_evaluate(tiny_cfg("peft=adamix", "mode=train"), tmp_path / "run")
+    record = train_and_evaluate(TrainingJob.from_config(tiny_cfg("peft=adamix", "mode=train")), tmp_path / "run")
     assert record["status"] == "ok" and math.isfinite(record["score"])
     assert record["peft"]["adamix_experts"] == 4 and record["peft"]["sa_size"] == 8  # TINY's size
     assert record["params"]["adamix_params"] == 2 * _adamix_params(D_H, 8, 4)
@@ -336,4 +336,4 @@ def test_preset_trains_logs_its_consistency_and_exports_merged_predictions(
     for saved, loaded in zip(mixtures(model), mixtures(predictor.model), strict=True):
         assert torch.equal(saved.down.weight.cpu(), loaded.down.weight.cpu())  # every expert travels
     assert torch.equal(predictor.scores(NEW_SENTENCES), _in_memory_scores(model, predictor, NEW_SENTENCES))
-    assert export.MANIFEST_NAME in {p.name for p in (tmp_path / "run" / "export").iterdir()}
+    assert MANIFEST_NAME in {p.name for p in (tmp_path / "run" / "export").iterdir()}

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from autopeft.adaptable import select_layers
-from autopeft.backbones import load_backbone
 from autopeft.errors import ConfigError
-from autopeft.model import AutoPeftModel
-from autopeft.params import parameter_report
 from autopeft.peft import BackboneShape, PeftSpec, layer_switches, peft_from_config, validate_spec
 from autopeft.peft.config import resolve_layers
 from autopeft.peft.gates import Gate, TokenMask
+from autopeft.peft.params import parameter_report
 from autopeft.peft.switch import LayerSwitch
-from autopeft.train import train_and_evaluate
+from autopeft.training.adaptable import select_layers
+from autopeft.training.backbones import load_backbone
+from autopeft.training.model import AutoPeftModel
+from autopeft.training.train import TrainingJob, train_and_evaluate
 from tests.helpers import as_backbone, batch, frozen_copy, tiny_encoder
 
 ALL = (0, 1, 2)
@@ -371,7 +371,7 @@ def test_adaptable_preset_on_bert_large(compose_cfg: Callable) -> None:
 
 @pytest.mark.parametrize(("peft", "sizes"), [("unipelt", ["peft.sa_size=8", "peft.prefix_bottleneck=16"])])
 def test_gated_preset_trains_through_lightning(tiny_cfg: Callable, tmp_path: Path, peft: str, sizes: list) -> None:
-    record = train_and_evaluate(tiny_cfg(f"peft={peft}", *sizes), tmp_path)
+    record = train_and_evaluate(TrainingJob.from_config(tiny_cfg(f"peft={peft}", *sizes)), tmp_path)
     assert record["status"] == "ok" and math.isfinite(record["score"])
     assert record["params"]["gate_params"] == 2 * 4 * (32 + 1)
     assert record["peft"]["gated"] is True
@@ -380,7 +380,7 @@ def test_gated_preset_trains_through_lightning(tiny_cfg: Callable, tmp_path: Pat
 @pytest.mark.parametrize("k", [1, None])
 def test_adaptable_adapters_select_layers_then_retrain_them(tiny_cfg: Callable, tmp_path: Path, k: int | None) -> None:
     cfg = tiny_cfg("peft=adaptable", "peft.sa_size=8", f"peft.adaptable_layers={'null' if k is None else k}")
-    record = train_and_evaluate(cfg, tmp_path)
+    record = train_and_evaluate(TrainingJob.from_config(cfg), tmp_path)
     assert record["status"] == "ok" and math.isfinite(record["score"])
     info = record["adaptable"]
     assert set(info["switch_probabilities"]) == {"0", "1"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autopeft.model import AutoPeftModel
 from autopeft.peft import PeftSpec
 from autopeft.peft.adapters import AdaptedFeedForwardOutput
 from autopeft.peft.lora import LoRALinear
 from autopeft.peft.prefix import PrefixSelfAttention, extend_attention_mask
+from autopeft.training.model import AutoPeftModel
 from tests.helpers import as_backbone, batch, frozen_copy, tiny_encoder
 
 ALL = (0, 1, 2)

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from autopeft.backbones import shape_of
 from autopeft.errors import ConfigError
 from autopeft.peft import PeftSpec, peft_from_config
 from autopeft.peft.config import resolve_size
+from autopeft.training.backbones import shape_of
 
 
 def _spec(compose_cfg: Callable, *overrides: str) -> PeftSpec:

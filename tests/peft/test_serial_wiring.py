@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from autopeft.model import AutoPeftModel
-from autopeft.params import parameter_report
 from autopeft.peft import PeftSpec
 from autopeft.peft.adapters import BERT_INIT_STD
+from autopeft.peft.params import parameter_report
+from autopeft.training.model import AutoPeftModel
 from tests.helpers import as_backbone, batch, frozen_copy, tiny_encoder
 
 ALL = (0, 1, 2)

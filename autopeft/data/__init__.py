@@ -1,0 +1,1 @@
+"""Data: reading rows, checking them, carving splits, encoding, the token cache and the Lightning data module."""

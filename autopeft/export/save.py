@@ -1,0 +1,158 @@
+"""Writing a trained configuration's export folder (manifest plus PEFT and head weights)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig
+
+from autopeft.data.cache import tokenizer_fingerprint
+from autopeft.errors import ConfigError
+from autopeft.export.format import (
+    EXPORT_DIRNAME,
+    EXPORT_FORMAT,
+    EXPORT_FORMAT_VERSION,
+    MANIFEST_NAME,
+    frozen_fingerprint,
+    library_versions,
+    plain_config,
+)
+from autopeft.io import atomic_write_bytes, atomic_write_json
+from autopeft.tasks.registry import default_label_names, task_from_config
+from autopeft.training.backbones import load_tokenizer
+from autopeft.training.model import AutoPeftModel
+
+if TYPE_CHECKING:
+    from autopeft.tasks.spec import TaskSpec
+    from autopeft.training.train import TrainingJob
+
+
+def _serialise(tensors: dict[str, torch.Tensor]) -> tuple[bytes, str, str]:
+    """Tensors -> (file bytes, format, file name); safetensors when installed, else torch.save."""
+    try:
+        from safetensors.torch import save
+    except ImportError:  # safetensors ships with transformers; this is a fallback only
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        return buffer.getvalue(), "torch", "weights.pt"
+    return save(tensors), "safetensors", "weights.safetensors"
+
+
+def save_export(
+    model: AutoPeftModel,
+    cfg: DictConfig | Mapping[str, Any],
+    path: str | Path,
+    *,
+    record: Mapping[str, Any] | None = None,
+    tokenizer: Any = None,
+    label_names: Sequence[str] | None = None,
+    include_backbone: bool = False,
+    task: TaskSpec | None = None,
+) -> Path:
+    """Write ``model`` and what rebuilding it needs into the export folder ``path``.
+
+    Args:
+        model: The trained model (its current weights are saved: restore the best epoch first).
+        cfg: The run config it was built from (``backbone``, ``task``, ``data.max_length``,
+            ``trainer.head_dropout`` and ``seed`` are read).
+        path: The export folder (created; files in it are replaced atomically).
+        record: The training record, for the scores (``score``, ``metrics``, ...) it reached.
+        tokenizer: The tokenizer training used (loaded from ``cfg.backbone`` when None).
+        label_names: Class names by label id; default: :func:`default_label_names`.
+        include_backbone: Also store the frozen backbone weights. Needed only when the backbone
+            cannot be rebuilt from its config node (e.g. a random-weight backbone built
+            without the run's seed); the file then holds the whole model.
+        task: The task of ``cfg`` when the caller built it already.
+
+    Returns:
+        The export folder.
+
+    Raises:
+        ConfigError: If ``model`` does not fit the task of ``cfg``, or ``label_names`` has
+            the wrong length.
+
+    """
+    path = Path(path)
+    task = task_from_config(cfg["task"]) if task is None else task
+    if model.task_type != task.type:
+        raise ConfigError(f"model has a {model.task_type} head but task {task.name!r} is {task.type}")
+    names = list(label_names) if label_names is not None else default_label_names(task)
+    if names is not None and (task.type != "classification" or len(names) != task.num_labels):
+        raise ConfigError(
+            f"label_names={names!r} must name each of the {task.num_labels} classes of task {task.name!r}"
+        )
+    if tokenizer is None:
+        tokenizer = load_tokenizer(plain_config(cfg["backbone"]))
+    params = dict(model.named_parameters())
+    saved = {n: p for n, p in params.items() if include_backbone or p.requires_grad}
+    # Contiguous CPU copies: safetensors refuses views, and the model may sit on a GPU.
+    tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in saved.items()}
+    data, fmt, filename = _serialise(tensors)
+    atomic_write_bytes(path / filename, data)
+    record = dict(record or {})
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "configuration": model.spec.describe(),
+        "backbone": plain_config(cfg["backbone"]),
+        "task": task.to_dict(),
+        "peft": model.spec.to_dict(),
+        "head": {
+            "type": model.task_type,
+            "num_labels": task.num_labels,
+            "pooling": model.head.pooling,
+            "dropout": float(cfg["trainer"]["head_dropout"]),
+        },
+        "data": {"max_length": int(cfg["data"]["max_length"])},
+        "label_names": names,
+        "main_metric": task.main_metric,
+        "scores": {key: record.get(key) for key in ("score", "metrics", "best_epoch", "epochs_trained", "status")},
+        "params": record.get("params"),
+        # A random-weight backbone is rebuilt with the seed its run was built with.
+        "seed": int(cfg["seed"]),
+        "dtype": str(next(iter(params.values())).dtype).removeprefix("torch."),
+        "weights": {
+            "file": filename,
+            "format": fmt,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "tensors": len(tensors),
+            "numel": sum(t.numel() for t in tensors.values()),
+            "includes_backbone": include_backbone,
+        },
+        "fingerprints": {"frozen_backbone": frozen_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer)},
+        "versions": library_versions(),
+    }
+    # The manifest goes last: it names the weights' checksum, so a run killed in between
+    # leaves an export that fails loudly instead of one that loads stale weights.
+    atomic_write_json(path / MANIFEST_NAME, manifest)
+    return path
+
+
+#: Values of ``trainer.save_weights``: always, never, or only when PEFT weights are the point.
+def export_run(
+    model: AutoPeftModel, job: TrainingJob, run_dir: Path, record: Mapping[str, Any], tokenizer: Any = None
+) -> str | None:
+    """Write ``<run_dir>/export`` after a training run when ``trainer.save_weights`` asks for it.
+
+    A search (``mode=search``) never writes exports, whatever the switch says: it trains
+    hundreds of configurations at low fidelity; retrain the ones worth keeping instead.
+
+    Returns:
+        The export folder as a string, or None when nothing was written.
+
+    """
+    switch = job.settings.trainer.save_weights
+    if not switch or job.mode == "search":
+        return None
+    if switch == "peft" and job.peft.get("full_finetune"):
+        return None  # a full fine-tuning export is a whole model copy (440 MB for BERT-base) per run
+    folder = Path(run_dir) / EXPORT_DIRNAME
+    return str(save_export(model, job.config, folder, record=record, tokenizer=tokenizer, task=job.task))

@@ -1,0 +1,1 @@
+"""Run directories' durable records: the append-only results store and a search's front."""

@@ -1,0 +1,76 @@
+"""Process set-up every mode shares: OmegaConf resolvers, quiet libraries, this run's directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers that conf/ uses.
+
+    ``${pid:}`` keeps run directories unique; ``${resume_or:${resume},<new dir>}`` makes a resumed
+    search run in its original directory (when that exists; a missing one is reported by the
+    search itself, which writes nothing there).
+    """
+    import os
+
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    OmegaConf.register_new_resolver("run_tag", _run_tag, replace=True)
+    OmegaConf.register_new_resolver(
+        "resume_or", lambda resume, new: resume if resume and Path(str(resume)).is_dir() else new, replace=True
+    )
+
+
+def _run_tag(mode: str, task: str, peft: str, method: str, experiment: str | None = None) -> str:
+    """The run directory's suffix: task plus what distinguishes the run (search method or peft preset).
+
+    A pipeline runs many tasks, so it is named by its experiment instead.
+    """
+    if mode == "pipeline":
+        return str(experiment or "pipeline")
+    what = {"search": method, "retrain": "retrain", "report": "report"}.get(mode, peft)
+    return f"{task}_{what}"
+
+
+def quiet_libraries() -> None:
+    """Silence library chatter that says nothing about the run (tips, per-shard progress bars)."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # GP fits on a few dozen points add diagonal jitter routinely; the fit handles it.
+    warnings.filterwarnings("ignore", message=r".*not p\.d\., added jitter.*")
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """This run's own output directory (Hydra's, unique per run and per multirun cell)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.get("run_dir") or "outputs/unmanaged")
+
+
+def command_line_overrides() -> list[str]:
+    """This invocation's command-line overrides (empty outside a Hydra run, e.g. in tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def experiment_name() -> str:
+    """The chosen ``experiment`` config (the W&B group of a pipeline's runs)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.choices.get("experiment") or "pipeline")
+    return "pipeline"

@@ -1,0 +1,1 @@
+"""Training one configuration: backbones, the PEFT model, its Lightning module, train-and-evaluate, the objective."""

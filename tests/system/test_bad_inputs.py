@@ -1,0 +1,280 @@
+"""The bad-input catalogue: each bad value gives one short line naming it and what is allowed.
+
+Every case runs the real entry path (``dispatch`` on the composed config, or ``run.py`` for what
+Hydra itself checks) and asserts: exit status 2 (Hydra's own checks: 1), a single ``error:`` line
+without a traceback that names the bad value and the allowed ones, and nothing written: the run
+directory is not created and existing files are left byte for byte as they were.
+``python -m tests.system.test_bad_inputs`` prints the first line of every error (quoted in the notes).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, open_dict
+
+from autopeft.cli import dispatch
+from autopeft.experiments.search import run_search
+from tests.bo.conftest import TINY_SEARCH, SyntheticObjective
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: (case id, overrides, fragments the one-line message must contain). Run through ``dispatch``.
+DISPATCH_CASES: list[tuple[str, list[str], list[str]]] = [
+    ("misspelt key", ["+search.n_inti=5"], ["unknown key search.n_inti", "did you mean 'n_init'"]),
+    ("unknown mode", ["mode=serch"], ["mode='serch' is not a mode", "did you mean 'search'", "'retrain'"]),
+    ("unknown search method", ["search.method=bayes"], ["search.method='bayes'", "'bo', 'random', 'nsga2'"]),
+    ("size above the backbone", ["mode=params", "peft.sa_size=99999"], ["peft.sa_size=99999", "[0, 128]"]),
+    ("negative size", ["mode=params", "peft.prefix_len=-3"], ["peft.prefix_len=-3", "[0, 128]"]),
+    ("layer outside the backbone", ["mode=params", "peft.layers=[0,7]"], ["contains 7", "0..1"]),
+    ("bad layers form", ["mode=params", "peft.layers=last:9"], ["last:9", "'all', 'first:N' or 'last:N'"]),
+    ("unknown LoRA target", ["mode=params", "peft.lora_rank=4", "peft.lora_targets=[query,nope]"], ["'nope'", "'key'"]),
+    ("zero initial design", ["search.n_init=0"], ["search.n_init=0 must be an integer >= 1"]),
+    ("negative budget", ["search.n_iter=-5"], ["search.n_iter=-5 must be an integer >= 0"]),
+    (
+        "zero retrain budget",
+        ["mode=retrain", "retrain.from=/tmp", "retrain.select=budget", "retrain.budget_percent=0"],
+        ["retrain.budget_percent=0 must be a positive %"],
+    ),
+    (
+        "reference point of the wrong shape",
+        ["search.acquisition.ref_point=0.5"],
+        ["search.acquisition.ref_point=0.5 must be a mapping {score: <number|null>, param_percent: <number|null>}"],
+    ),
+    ("reference point not a number", ["search.acquisition.ref_point.score=high"], ["ref_point.score='high'"]),
+    ("resume of a missing directory", ["resume=/nonexistent/run"], ["resume='/nonexistent/run' does not exist"]),
+    ("resume outside search", ["mode=train", "resume=/tmp"], ["resume= continues a search or a pipeline"]),
+    ("zero workers", ["search.parallel.workers=0"], ["search.parallel.workers=0", "'auto'"]),
+    ("unknown executor", ["search.parallel.executor=ray"], ["executor='ray'", "'process', 'submitit'"]),
+    ("zero epochs", ["mode=train", "fidelity.epochs=0"], ["fidelity.epochs=0"]),
+    ("unknown W&B mode", ["mode=train", "logger=wandb", "logger.wandb.mode=cloud"], ["'cloud'", "'offline'"]),
+    ("bad save_weights", ["mode=train", "trainer.save_weights=yes"], ["save_weights='yes'", "'peft'"]),
+    ("report of a missing folder", ["mode=report", "report.runs=[/nonexistent/sweep]"], ["/nonexistent/sweep"]),
+    ("empty pipeline", ["mode=pipeline"], ["pipeline.search_tasks and pipeline.baselines are both empty"]),
+    ("unknown retrain selection", ["mode=retrain", "retrain.from=/tmp", "retrain.select=best"], ["'best'", "'front'"]),
+    (
+        "tokenizer that does not fit the backbone",
+        ["mode=train", "backbone.arch.vocab_size=1000"],
+        ["tokenizer has 30,522 tokens", "1,000 rows", "does not belong to this model"],
+    ),
+]
+
+
+#: Data files with problems (written by the test), with the overrides that use them.
+DATA_CASES: list[tuple[str, dict[str, str], list[str], list[str]]] = [
+    (
+        "dataset without the named column",
+        {"train.csv": "review,label\ngood film,pos\nbad film,neg\n"},
+        ["task.text=reviews", "task.label=label"],
+        ["has no column 'reviews'", "did you mean 'review'", "available columns: 'review', 'label'"],
+    ),
+    (
+        "labels outside the task's label set",
+        {"train.csv": "text,label\na,pos\nb,neg\nc,pos\nd,neg\n", "dev.csv": "text,label\ne,pos\nf,mixed\n"},
+        ["task.text=text", "task.validation={dir}/dev.csv"],
+        ["label(s) 'mixed' that never occur in training", "training labels: 'neg', 'pos'"],
+    ),
+    (
+        "data file that does not exist",
+        {},
+        ["task.text=text"],
+        ["task.train: the file", "does not exist"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "files", "overrides", "fragments"), DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_data_files_are_one_clear_line_and_write_nothing(
+    tiny_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    case: str,
+    files: dict[str, str],
+    overrides: list[str],
+    fragments: list[str],
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, text in files.items():
+        (data / name).write_text(text)
+    cfg = tiny_cfg(
+        "mode=train",
+        "task=custom",
+        f"task.train={data / 'train.csv'}",
+        *[o.replace("{dir}", str(data)) for o in overrides],
+    )
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "run")
+    code, err = _dispatch(cfg, capsys)
+    assert code == 2
+    _assert_one_clear_line(err, fragments)
+    assert not (tmp_path / "run").exists()
+    assert sorted(p.name for p in data.iterdir()) == sorted(files)
+
+
+def _dispatch(cfg: DictConfig, capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        dispatch(cfg)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def _assert_one_clear_line(err: str, fragments: list[str]) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} missing from: {lines[0]}"
+
+
+@pytest.mark.parametrize(("case", "overrides", "fragments"), DISPATCH_CASES, ids=[c[0] for c in DISPATCH_CASES])
+def test_bad_input_is_one_clear_line_and_writes_nothing(
+    tiny_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+    case: str,
+    overrides: list[str],
+    fragments: list[str],
+) -> None:
+    cfg = tiny_cfg(*overrides)
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "run")
+    code, err = _dispatch(cfg, capsys)
+    assert code == 2
+    _assert_one_clear_line(err, fragments)
+    noise = [
+        r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR") and r.name.startswith("autopeft")
+    ]
+    assert not noise, f"{case}: logged before the error: {noise}"
+    assert not (tmp_path / "run").exists(), f"{case}: the run directory was created"
+
+
+@pytest.fixture
+def finished_search(tiny_cfg: Callable[..., DictConfig], tmp_path: Path) -> Path:
+    run_dir = tmp_path / "search"
+    run_search(tiny_cfg(*TINY_SEARCH), run_dir, objective=SyntheticObjective())
+    return run_dir
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes, except ``.lock``, which each process that takes the lock stamps with its pid."""
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
+
+
+@pytest.mark.parametrize(
+    ("case", "overrides", "fragments"),
+    [
+        ("resume with another task", ["task=snli_binary"], ["it is a different search", "task.name"]),
+        ("resume with another space", ["space=sa_layer"], ["it is a different search", "space"]),
+    ],
+)
+def test_resume_of_a_different_search_is_refused_and_changes_nothing(
+    tiny_cfg: Callable[..., DictConfig],
+    finished_search: Path,
+    capsys: pytest.CaptureFixture,
+    case: str,
+    overrides: list[str],
+    fragments: list[str],
+) -> None:
+    before = _snapshot(finished_search)
+    cfg = tiny_cfg(*TINY_SEARCH, *overrides)
+    with open_dict(cfg):
+        cfg.run_dir = str(finished_search)
+    code, err = _dispatch(cfg, capsys)
+    assert code == 2
+    _assert_one_clear_line(err, fragments)
+    assert _snapshot(finished_search) == before
+
+
+@pytest.mark.parametrize(
+    ("case", "damage", "fragments"),
+    [
+        ("corrupt results store", lambda lines: [lines[0], "{not json", *lines[1:]], ["line 2", "not modified"]),
+        ("truncated results store", lambda lines: [lines[0][: len(lines[0]) // 2], *lines[1:]], ["line 1"]),
+        ("record that mismatches its proposal", lambda lines: [lines[1], lines[0], *lines[2:]], ["does not match"]),
+    ],
+)
+def test_damaged_results_store_is_refused_and_left_as_it_is(
+    tiny_cfg: Callable[..., DictConfig],
+    finished_search: Path,
+    capsys: pytest.CaptureFixture,
+    case: str,
+    damage: Callable[[list[str]], list[str]],
+    fragments: list[str],
+) -> None:
+    store = finished_search / "results.jsonl"
+    lines = store.read_text().splitlines()
+    damaged = damage(lines)
+    if case == "record that mismatches its proposal":  # swap the points, keep the indices
+        first, second = json.loads(lines[0]), json.loads(lines[1])
+        first["point"], second["point"] = second["point"], first["point"]
+        damaged = [json.dumps(first), json.dumps(second), *lines[2:]]
+    store.write_text("\n".join(damaged) + "\n")
+    before = _snapshot(finished_search)
+    cfg = tiny_cfg(*TINY_SEARCH, "search.n_iter=5")
+    with open_dict(cfg):
+        cfg.run_dir = str(finished_search)
+    code, err = _dispatch(cfg, capsys)
+    assert code == 2
+    _assert_one_clear_line(err, [str(store) if case != "record that mismatches its proposal" else "", *fragments])
+    assert _snapshot(finished_search) == before
+
+
+#: What Hydra checks before AutoPEFT runs, and the output-location check before Hydra: run.py itself.
+SUBPROCESS_CASES: list[tuple[str, list[str], int, list[str]]] = [
+    ("unknown experiment", ["experiment=glue_tranfer"], 1, ["experiment/glue_tranfer", "glue_transfer"]),
+    ("unknown task", ["task=rtee"], 1, ["task/rtee", "rte"]),
+    ("unknown backbone", ["backbone=bert_base"], 1, ["backbone/bert_base", "bert_base_uncased"]),
+    ("unknown space", ["space=sa_pa_pt_layers"], 1, ["space/sa_pa_pt_layers", "sa_pa_pt_layer"]),
+    ("misspelt key without +", ["search.n_inti=5"], 1, ["search.n_inti", "not in struct"]),
+    ("unwritable output folder", ["output_root={file}/runs"], 2, ["output_root=", "is a file, not a folder"]),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "code", "fragments"), SUBPROCESS_CASES, ids=[c[0] for c in SUBPROCESS_CASES])
+def test_what_hydra_checks_is_reported_without_a_traceback(
+    tmp_path: Path, case: str, args: list[str], code: int, fragments: list[str]
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    argv = [a.replace("{file}", str(blocker)) for a in args]
+    if not any(a.startswith("output_root=") for a in argv):
+        argv.append(f"hydra.run.dir={tmp_path / 'run'}")
+    result = subprocess.run(
+        [sys.executable, "run.py", "mode=params", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, f"{fragment!r} missing from: {result.stderr}"
+    assert not (tmp_path / "run").exists()
+
+
+if __name__ == "__main__":  # print the first line of every error, for the notes
+    import contextlib
+    import io
+
+    from hydra import compose, initialize_config_dir
+
+    from autopeft.runtime import register_resolvers
+
+    register_resolvers()
+    for case, overrides, _ in DISPATCH_CASES:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("run", overrides=["experiment=none", "backbone=tiny_bert", "debug=smoke", *overrides])
+        with open_dict(cfg):
+            cfg.run_dir = "/nonexistent/run"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.suppress(SystemExit):
+            dispatch(cfg)
+        print(f"{case}: {err.getvalue().strip().splitlines()[0]}")
+    for case, args, _, _ in SUBPROCESS_CASES:
+        argv = [a.replace("{file}", "/etc/hostname") for a in args]
+        out = subprocess.run([sys.executable, "run.py", "mode=params", *argv], cwd=ROOT, capture_output=True, text=True)
+        print(f"{case}: {out.stderr.strip().splitlines()[0]}")
