@@ -179,6 +179,23 @@ def validate_backbone_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"backbone.pooling={cfg.get('pooling')!r}; allowed: {allowed_list(POOLINGS)}")
 
 
+def _checked_model_config(cfg: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]:
+    """The checked ``backbone`` node as a plain mapping, and its supported model config.
+
+    Raises:
+        ConfigError: On a bad node or an architecture AutoPEFT does not support.
+
+    """
+    if not isinstance(cfg, Mapping):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    validate_backbone_config(cfg)
+    config = _model_config(cfg)
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        where = None if cfg["source"] == "random" else _location(cfg)
+        raise ConfigError(unsupported_message(cfg["name"], config.model_type, where))
+    return cfg, config
+
+
 def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
     """Load the encoder described by the ``backbone`` config node.
 
@@ -192,13 +209,7 @@ def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
             hub backbone requested offline.
 
     """
-    if not isinstance(cfg, Mapping):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    validate_backbone_config(cfg)
-    config = _model_config(cfg)
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        where = None if cfg["source"] == "random" else _location(cfg)
-        raise ConfigError(unsupported_message(cfg["name"], config.model_type, where))
+    cfg, config = _checked_model_config(cfg)
     if not weights or cfg["source"] == "random":
         with torch.device("meta" if not weights else "cpu"):
             model = AutoModel.from_config(config)
@@ -260,11 +271,5 @@ def load_tokenizer(cfg: Mapping[str, Any]) -> Any:
 
 def shape_of(cfg: Mapping[str, Any]) -> BackboneShape:
     """The backbone's shape from its config alone (no weights are loaded)."""
-    if not isinstance(cfg, Mapping):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    validate_backbone_config(cfg)
-    config = _model_config(cfg)
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        where = None if cfg["source"] == "random" else _location(cfg)
-        raise ConfigError(unsupported_message(cfg["name"], config.model_type, where))
+    cfg, config = _checked_model_config(cfg)
     return BackboneShape(cfg["name"], config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
