@@ -33,6 +33,7 @@ def test_train_throughput_measures_a_training_step(overrides: list[str]) -> None
     assert (row["paper_percent"] == 100.0) == (overrides == ["peft=fft"])
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: .ci/run runs it after the default suite
 def test_bo_iteration_time_fits_and_proposes() -> None:
     module = _load("bo_iteration_time")
     args = argparse.Namespace(warmup_steps=8, num_samples=8, thinning=2, acquisition="qlognehvi")
@@ -71,6 +72,7 @@ def test_search_quality_replays_every_searcher_on_a_table(tmp_path: Path) -> Non
     assert (out / "search_quality.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: .ci/run runs it after the default suite
 def test_experiment_cost_is_computed_from_the_real_plans() -> None:
     result = subprocess.run(
         [sys.executable, "benchmarks/experiment_cost.py", "--samples-per-second", "2000", "glue_transfer", "superglue"],
@@ -88,6 +90,7 @@ def test_experiment_cost_is_computed_from_the_real_plans() -> None:
     assert "BERT-base 2,000 training samples/s" in result.stdout
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: .ci/run runs it after the default suite
 def test_search_speed_measures_both_modes_on_the_same_search(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     rows = _load("search_speed").main(
         [

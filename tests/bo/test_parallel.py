@@ -92,6 +92,7 @@ def test_bad_parallel_settings_are_named(values: dict, message: str) -> None:
         ParallelSettings.from_config(values)
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: .ci/run runs it after the default suite
 def test_sigkilled_parallel_search_resumes_and_leaves_no_worker_behind(tmp_path: Path) -> None:
     """A real run.py search with 2 worker processes, SIGKILLed mid-search, then resumed."""
     run_dir = tmp_path / "run"

@@ -540,6 +540,7 @@ def _sweep_temps(sweep: Path) -> set[Path]:
     return {p for cell in sweep.glob("*") for p in _temp_files(cell)}
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: .ci/run runs it after the default suite
 @pytest.mark.timeout(600)
 def test_killed_sweep_reruns_only_unfinished_cells(tmp_path: Path) -> None:
     """A 6-cell multirun killed three times (once inside a results.json write), then rerun."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from autopeft.peft import peft_from_config
@@ -44,6 +45,7 @@ def test_every_cell_of_the_baselines_grid_is_a_valid_offline_config() -> None:
         peft_from_config(cfg.peft, shape_of(cfg.backbone))
 
 
+@pytest.mark.slow  # minutes on 2 CPU cores: .ci/run runs it after the default suite
 def test_parallel_launcher_runs_cells_in_worker_processes_and_a_rerun_skips_them(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = [

@@ -151,7 +151,10 @@ def test_resume_is_refused_outside_search_mode(
     assert "resume= continues a search or a pipeline; it does not apply to mode='train'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("experiment", "cells"), [("bo_vs_random", 2), ("ablation", 6)])
+@pytest.mark.parametrize(
+    ("experiment", "cells"),
+    [("bo_vs_random", 2), pytest.param("ablation", 6, marks=pytest.mark.slow)],  # ablation: 6 cells, slow
+)
 def test_sweep_experiments_run_offline_with_debug_smoke(tmp_path: Path, experiment: str, cells: int) -> None:
     sweep = tmp_path / "sweep"
     result = run(
