@@ -23,6 +23,7 @@ from botorch.sampling import SobolQMCNormalSampler
 
 from autopeft.bo.objectives import LINEAR, ParamAxis
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.settings import check_positive_int
 from autopeft.space import SearchSpace
 
 #: Acquisition functions offered: the paper's qNEHVI and its numerically robust log variant.
@@ -55,8 +56,7 @@ class AcquisitionSettings:
         settings = cls(**values)
         if settings.name not in ACQUISITIONS:
             raise ConfigError(f"search.acquisition.name={settings.name!r}; allowed: {allowed_list(ACQUISITIONS)}")
-        if isinstance(settings.mc_samples, bool) or not isinstance(settings.mc_samples, int) or settings.mc_samples < 1:
-            raise ConfigError(f"search.acquisition.mc_samples={settings.mc_samples!r} must be a positive integer")
+        check_positive_int(settings.mc_samples, "search.acquisition.mc_samples")
         return settings
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from autopeft.errors import ConfigError, check_known_keys
+from autopeft.settings import check_positive_int
 from autopeft.space import Point, SearchSpace
 
 
@@ -55,9 +56,7 @@ class LocalSearchSettings:
         check_known_keys(cfg, ("restarts", "max_evals", "random_starts"), "search.local_search")
         settings = cls(**dict(cfg))
         for key in ("restarts", "max_evals"):
-            value = getattr(settings, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"search.local_search.{key}={value!r} must be a positive integer")
+            check_positive_int(getattr(settings, key), f"search.local_search.{key}")
         value = settings.random_starts
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= settings.restarts:
             raise ConfigError(

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from autopeft.bo.acquisition import AcquisitionSettings
 from autopeft.bo.baselines import CheapestFirstSearcher, StratifiedRandomSearcher
@@ -18,6 +18,7 @@ from autopeft.bo.pareto import parse_ref_point
 from autopeft.bo.searchers import BayesianSearcher, EnumerationSearcher, RandomSearcher, Searcher, configuration_count
 from autopeft.bo.surrogate import SurrogateSettings
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.settings import plain
 from autopeft.space import Point, SearchSpace
 
 #: Search methods: AutoPEFT's BO and the baselines (random search, NSGA-II, and two model-free
@@ -101,7 +102,7 @@ class SearchSettings:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | DictConfig) -> SearchSettings:
         """Validate the ``search`` node; every error names the bad key or value and what is allowed."""
-        values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        values = plain(cfg)
         check_known_keys(values, SEARCH_KEYS, "search")
         missing = [k for k in SEARCH_KEYS if k not in values and k not in OPTIONAL_SEARCH_KEYS]
         if missing:

@@ -31,6 +31,7 @@ from gpytorch.distributions import MultivariateNormal
 from linear_operator.operators import DiagLinearOperator
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.settings import check_positive_int
 
 #: Surrogates offered (``saas`` and ``gp`` first: older messages and tests list them so).
 SURROGATE_KINDS = ("saas", "gp", "saas_map", "constant")
@@ -97,9 +98,7 @@ class SurrogateSettings:
         if settings.kind not in SURROGATE_KINDS:
             raise ConfigError(f"search.surrogate.kind={settings.kind!r}; allowed: {allowed_list(SURROGATE_KINDS)}")
         for key in ("warmup_steps", "num_samples", "thinning", "max_tree_depth", "refit_warmup_steps"):
-            value = getattr(settings, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"search.surrogate.{key}={value!r} must be a positive integer")
+            check_positive_int(getattr(settings, key), f"search.surrogate.{key}")
         for key in ("jit_compile", "warm_start"):
             value = getattr(settings, key)
             if not isinstance(value, bool):

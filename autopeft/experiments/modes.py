@@ -67,14 +67,14 @@ def train_cell(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from autopeft.io import atomic_write_json
     from autopeft.training.train import TrainingJob, train_and_evaluate
 
-    job = TrainingJob.from_config(cfg)
     finished = _finished_train_record(cfg, run_dir)
     if finished is not None:
         print(f"already finished, skipped: {run_dir / 'results.json'} (score {finished.get('score')})")
         return finished
+    job = TrainingJob.from_config(cfg)
     record = train_and_evaluate(job, run_dir)
     record["run_dir"] = str(run_dir)
-    record["config"] = OmegaConf.to_container(cfg, resolve=True)
+    record["config"] = dict(job.config)
     atomic_write_json(run_dir / "results.json", record)
     print(_train_summary(record))
     return record

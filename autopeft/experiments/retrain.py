@@ -27,12 +27,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from autopeft.bo.pareto import is_success
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.runs.front import front_records
 from autopeft.runs.store import ResultsStore
+from autopeft.settings import plain
 from autopeft.space import Point
 from autopeft.tasks.spec import TaskSpec
 
@@ -121,7 +122,7 @@ class RetrainSettings:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> RetrainSettings:
         """Validate the ``retrain`` node; errors name the bad value and what is allowed."""
-        values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        values = plain(cfg)
         check_known_keys(values, RETRAIN_KEYS, "retrain")
         if (values.get("from") is None) == (values.get("configs") is None):
             raise ConfigError(

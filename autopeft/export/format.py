@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import platform
 from collections.abc import Sequence
-from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from autopeft.errors import ConfigError
 
@@ -70,11 +68,6 @@ def library_versions() -> dict[str, str]:
     except ImportError:
         pass
     return versions
-
-
-def plain_config(node: Any) -> Any:
-    """``node`` as plain containers (a config node resolved), for JSON."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def quoted_names(keys: Sequence[str], limit: int = 5) -> str:

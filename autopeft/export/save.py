@@ -20,9 +20,9 @@ from autopeft.export.format import (
     MANIFEST_NAME,
     frozen_fingerprint,
     library_versions,
-    plain_config,
 )
 from autopeft.io import atomic_write_bytes, atomic_write_json
+from autopeft.settings import plain
 from autopeft.tasks.registry import default_label_names, task_from_config
 from autopeft.training.backbones import load_tokenizer
 from autopeft.training.model import AutoPeftModel
@@ -89,7 +89,7 @@ def save_export(
             f"label_names={names!r} must name each of the {task.num_labels} classes of task {task.name!r}"
         )
     if tokenizer is None:
-        tokenizer = load_tokenizer(plain_config(cfg["backbone"]))
+        tokenizer = load_tokenizer(plain(cfg["backbone"]))
     params = dict(model.named_parameters())
     saved = {n: p for n, p in params.items() if include_backbone or p.requires_grad}
     # Contiguous CPU copies: safetensors refuses views, and the model may sit on a GPU.
@@ -102,7 +102,7 @@ def save_export(
         "format_version": EXPORT_FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "configuration": model.spec.describe(),
-        "backbone": plain_config(cfg["backbone"]),
+        "backbone": plain(cfg["backbone"]),
         "task": task.to_dict(),
         "peft": model.spec.to_dict(),
         "head": {

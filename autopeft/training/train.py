@@ -43,16 +43,12 @@ class TrainingJob:
     Args:
         settings: The checked trainer, fidelity, data and logger settings and the seed.
         task: The task.
-        backbone: The checked ``backbone`` node (loaded by :func:`load_backbone`).
-        peft: The ``peft`` node (turned into a :class:`PeftSpec` on the backbone's shape).
         config: The plain run config the job came from, saved in records, exports and W&B.
 
     """
 
     settings: TrainingSettings
     task: TaskSpec
-    backbone: Mapping[str, Any]
-    peft: Mapping[str, Any]
     config: Mapping[str, Any]
 
     @classmethod
@@ -72,7 +68,17 @@ class TrainingJob:
         validate_backbone_config(config["backbone"])
         if task is None:
             task = task_from_config(config["task"])
-        return cls(settings, task, config["backbone"], dict(config["peft"]), config)
+        return cls(settings, task, config)
+
+    @property
+    def backbone(self) -> Mapping[str, Any]:
+        """The checked ``backbone`` node (loaded by :func:`load_backbone`)."""
+        return self.config["backbone"]
+
+    @property
+    def peft(self) -> Mapping[str, Any]:
+        """The ``peft`` node (turned into a :class:`PeftSpec` on the backbone's shape)."""
+        return self.config["peft"]
 
     @property
     def mode(self) -> str:
@@ -92,9 +98,7 @@ class TrainingJob:
             for key in parents:
                 node = node.setdefault(key, {})
             node[leaf] = copy.deepcopy(value)
-        return TrainingJob(
-            TrainingSettings.from_config(config), self.task, config["backbone"], dict(config["peft"]), config
-        )
+        return TrainingJob(TrainingSettings.from_config(config), self.task, config)
 
 
 @dataclass
