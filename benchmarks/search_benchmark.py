@@ -294,8 +294,12 @@ def method_overrides(method: str, args: argparse.Namespace, seed: int, n_init: i
 
 
 def run_dir_of(out: Path, method: str, seed: int, args: argparse.Namespace) -> Path:
-    """One run's directory; BO's is named by its surrogate, so several surrogates can be compared."""
-    name = f"bo-{args.surrogate}" if method == "bo" else method
+    """One run's directory; BO's is named by its surrogate and extra overrides, so several can be compared."""
+    name = method
+    if method == "bo":
+        # e.g. bo-saas_map or bo-saas_map+surrogate.warm_start=true
+        extra = "+".join(o.removeprefix("search.") for o in args.bo_override)
+        name = f"bo-{args.surrogate}" + (f"+{extra}" if extra else "")
     return out / "runs" / f"{name}_seed{seed}"
 
 
@@ -403,6 +407,7 @@ def write_report(
     complete = sorted(set.intersection(*(set(traces[AXES[0]][m]) for m in methods))) if methods else []
     checkpoints = [c for c in CHECKPOINTS if c <= budget]
     bo_axis = args.param_objective or "linear"
+    bo_extra = f" ({', '.join(args.bo_override)})" if args.bo_override else ""
     lines = [
         f"# Search benchmark: whole-space surrogate world, setting `{args.setting}` "
         f"({n_init} initial + {budget - n_init} searched)",
@@ -418,10 +423,10 @@ def write_report(
         "",
         f"Seeds {complete[0] if complete else '-'}–{complete[-1] if complete else '-'} ({len(complete)} with every "
         f"method); the same {n_init} initial configurations for every method in a seed. BO: surrogate "
-        f"`{args.surrogate}`, {args.batch_size} proposal(s) per fit, acquisition optimised by the local search over "
-        f"the space; search axis `{bo_axis}`. NSGA-II population {args.population}. Regret: 1 - HV / HV(true front) "
-        "of the true scores of every configuration evaluated, against one fixed reference per axis (lower is "
-        "better). Intervals: 95% t over seeds.",
+        f"`{args.surrogate}`{bo_extra}, {args.batch_size} proposal(s) per fit, acquisition optimised by the local "
+        f"search over the space; search axis `{bo_axis}`. NSGA-II population {args.population}. Regret: "
+        "1 - HV / HV(true front) of the true scores of every configuration evaluated, against one fixed "
+        "reference per axis (lower is better). Intervals: 95% t over seeds.",
         "",
     ]
     summary: dict[str, Any] = {"setting": args.setting, "seeds": complete, "axes": {}}
@@ -491,6 +496,7 @@ def write_report(
         + (f" --table {args.table}" if Path(args.table) != DEFAULT_TABLE else "")
         + f" --setting {args.setting} --seeds {args.seeds}"
         + (f" --surrogate {args.surrogate}" if args.surrogate != "saas_map" else "")
+        + (" --bo-override " + " ".join(args.bo_override) if args.bo_override else "")
         + (f" --param-objective {args.param_objective}" if args.param_objective else "")
         + f"` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"{torch.get_num_threads()} torch thread(s).",

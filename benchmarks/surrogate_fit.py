@@ -15,9 +15,10 @@ of observations ``n``:
   ``--candidates`` random configurations of the space.
 
 Each is averaged over ``--repeats`` random training subsets (seeded; the same subsets for
-every setting), with a 95% t-interval. ``nuts_warm`` fits the first ``n - 10`` rows of a subset
-cold and then refits all ``n`` warm-started with ``refit_warmup_steps`` warm-up steps, as a
-search's next proposal would; its times are the refit's.
+every setting), with a 95% t-interval. The warm-started settings (``nuts_warm``,
+``saas_map_warm``, ...) fit the first ``n - 10`` rows of a subset cold and then refit all ``n``
+warm-started (NUTS with ``refit_warmup_steps`` warm-up steps), as a search's next proposal
+would; their times are the refit's.
 
 Every finished (setting, n, repeat) cell is saved to the JSON at once, and a rerun skips the
 cells it already has (for the same table, threads, candidates and seed), so the benchmark can
@@ -122,6 +123,12 @@ SETTINGS = {
             SurrogateSettings(kind="saas", warmup_steps=128, num_samples=64, thinning=4),
         ),
         Setting("saas_map", "ensemble MAP SAAS GP (4 taus)", SurrogateSettings(kind="saas_map")),
+        Setting(
+            "saas_map_warm",
+            "ensemble MAP SAAS GP (4 taus), warm-started refit",
+            SurrogateSettings(kind="saas_map", warm_start=True),
+            warm=True,
+        ),
         Setting("gp", "MAP GP (SingleTaskGP)", SurrogateSettings(kind="gp")),
         Setting("constant", "constant (no model)", SurrogateSettings(kind="constant")),
     )

@@ -73,10 +73,11 @@ def test_each_kind_fits_and_gives_a_posterior_of_the_right_shape(kind: str) -> N
     assert posterior.mean.shape == (3, *ensemble, 2, 1)
     assert posterior.variance.shape == (3, *ensemble, 2, 1)
     assert torch.isfinite(posterior.mean).all() and (posterior.variance > 0).all()
-    # only NUTS has a state to warm-start from, and it survives a JSON round trip unchanged
-    if kind == "saas":
+    # NUTS and the MAP-SAAS ensemble have a state to warm-start from; it survives JSON unchanged
+    if kind in ("saas", "saas_map"):
         assert fitted.state is not None and json.loads(json.dumps(fitted.state)) == fitted.state
-        assert len(fitted.state["_kernel_inv_length_sq"]) == 4
+        lengthscales = "_kernel_inv_length_sq" if kind == "saas" else "covar_module.base_kernel.raw_lengthscale"
+        assert torch.tensor(fitted.state[lengthscales]).shape[-1] == 4
     else:
         assert fitted.state is None
 
@@ -209,6 +210,43 @@ def test_a_state_from_another_space_is_refused() -> None:
     assert not fit_surrogate(X, Y, settings("gp"), seed=0, warm_start=state).warm_started
 
 
+def test_map_saas_warm_start_begins_at_the_state_and_keeps_its_taus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import botorch.fit
+
+    X, Y = data(n=20)
+    chosen = settings("saas_map", warm_start=True)
+    cold = fit_surrogate(X[:15], Y[:15], chosen, seed=0)
+    starts: list[dict[str, torch.Tensor]] = []
+    real = botorch.fit.fit_gpytorch_mll
+
+    def recording(mll: Any, **kwargs: Any) -> Any:
+        starts.append({k: v.clone() for k, v in mll.model.state_dict().items()})
+        return real(mll, **kwargs)
+
+    monkeypatch.setattr(botorch.fit, "fit_gpytorch_mll", recording)
+    warm = fit_surrogate(X, Y, chosen, seed=1, warm_start=cold.state)
+    again = fit_surrogate(X, Y, chosen, seed=1, warm_start=json.loads(json.dumps(cold.state)))
+    fresh = fit_surrogate(X, Y, chosen, seed=1)
+    assert warm.warm_started and not fresh.warm_started
+    for key, value in cold.state.items():  # L-BFGS starts exactly at the previous fit's optimum
+        assert starts[0][key].tolist() == value
+    assert warm.state["taus"] == cold.state["taus"] != fresh.state["taus"]  # seed 1 alone would draw others
+    assert warm.state == again.state  # from a JSON round trip of the state: the same model
+    assert torch.equal(warm.model.posterior(X).mean, again.model.posterior(X).mean)
+    assert warm.state != cold.state  # it did refit, to the new data
+
+
+def test_a_map_state_from_another_model_or_space_is_refused() -> None:
+    X, Y = data()
+    chosen = settings("saas_map", warm_start=True)
+    state = fit_surrogate(X, Y, chosen, seed=0).state
+    with pytest.raises(ValueError, match=r"raw_lengthscale.*shape"):
+        fit_surrogate(torch.rand(15, 5, dtype=torch.float64), Y, chosen, seed=0, warm_start=state)
+    nuts_state = fit_surrogate(X, Y, settings(), seed=0).state
+    with pytest.raises(ValueError, match=r"a saas_map model takes"):
+        fit_surrogate(X, Y, chosen, seed=0, warm_start=nuts_state)
+
+
 def test_jit_compiled_nuts_fits() -> None:
     X, Y = data()
     fitted = fit_surrogate(X, Y, settings(jit_compile=True), seed=0)
@@ -227,8 +265,9 @@ def test_latest_state_is_the_last_one_logged() -> None:
     assert latest_state(proposals[:1]) is None
 
 
+@pytest.mark.parametrize("kind", ["saas", "saas_map"])
 def test_warm_started_search_logs_states_and_resumes_to_the_same_proposals(
-    search_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: str, search_cfg: Callable[..., DictConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[bool] = []
     real = searchers.fit_surrogate
@@ -238,7 +277,9 @@ def test_warm_started_search_logs_states_and_resumes_to_the_same_proposals(
         return real(*args, warm_start=warm_start, **kwargs)
 
     monkeypatch.setattr(searchers, "fit_surrogate", recording)
-    cfg = search_cfg("search.surrogate.warm_start=true", "search.surrogate.refit_warmup_steps=4")
+    cfg = search_cfg(
+        f"search.surrogate.kind={kind}", "search.surrogate.warm_start=true", "search.surrogate.refit_warmup_steps=4"
+    )
     reference = run_search(cfg, tmp_path / "reference", objective=SyntheticObjective())
     bo = [p for p in reference["proposals"] if p["info"]["phase"] == "bo"]
     assert len(bo) == 3 and all(STATE_KEY in p["info"] for p in bo)  # batch size 1: each is a batch's first

@@ -201,11 +201,37 @@ def test_symmetric_kl_is_half_the_sum_of_both_kl_directions() -> None:
         torch.testing.assert_close(grad, held.grad)
 
 
+def _make_experts_distinct(model: AutoPeftModel, seed: int = 1) -> None:
+    """Give the experts and the head weights large enough that swapping an expert moves the logits.
+
+    At their initialisation the experts of a random tiny encoder differ so little that the
+    logits of two routed passes differ by about 1e-6: their symmetric KL (about 1e-12) is below
+    float32 rounding, so it came out as 0 or 1e-8 depending on the kernel, and a test of
+    "positive" passed or failed with the machine and the library versions.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mixture in mixtures(model):
+            for weight in (mixture.down.weight, mixture.up.weight):
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.5)
+        # The head's output layer starts at std 0.02, which would shrink the difference again.
+        model.head.out.weight.copy_(torch.randn(model.head.out.weight.shape, generator=generator))
+
+
+def _symmetric_kl_float64(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The consistency loss written out from its definition, in float64."""
+    p, q = F.softmax(first.detach().double(), -1), F.softmax(second.detach().double(), -1)
+    kl_qp = (q * (q.log() - p.log())).sum(-1).mean()
+    kl_pq = (p * (p.log() - q.log())).sum(-1).mean()
+    return 0.5 * (kl_qp + kl_pq)
+
+
 def test_consistency_between_two_routed_passes_is_positive_and_trains_the_experts_they_used() -> None:
     model = _model().train()
     for module in model.modules():  # routing alone makes the two passes differ
         if isinstance(module, nn.Dropout):
             module.p = 0.0
+    _make_experts_distinct(model)
     ids, mask = batch()
     torch.manual_seed(4)
     first = model(ids, mask)
@@ -215,7 +241,9 @@ def test_consistency_between_two_routed_passes_is_positive_and_trains_the_expert
         experts.add(mixture.down.last_expert)
     assert any(len(experts) == 2 for experts in used)  # some layer took another expert
     loss = symmetric_kl(first, second)
-    assert loss.item() > 0
+    # Far above float32 rounding (~1e-8 for these logits) and equal to the float64 formula.
+    assert loss.item() > 1e-6
+    torch.testing.assert_close(loss.double(), _symmetric_kl_float64(first, second), rtol=1e-2, atol=0.0)
     loss.backward()
     for experts, mixture in zip(used, mixtures(model), strict=True):
         grads = mixture.down.weight.grad.flatten(1).abs().sum(1)
