@@ -373,6 +373,8 @@ def main(argv: list[str] | None = None) -> None:
                 + f" ({elapsed:.0f}s)",
                 flush=True,
             )
+        if not args.report_only:  # after every seed, so a stopped benchmark has reported what it finished
+            write_report(args, meta, world, axes, traces, seconds, Path(args.results_dir))
     report = write_report(args, meta, world, axes, traces, seconds, Path(args.results_dir))
     print(report)
 
