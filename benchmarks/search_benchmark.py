@@ -339,11 +339,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", default="outputs/bench/search_benchmark")
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--report-only", action="store_true", help="report the finished runs, run nothing")
+    parser.add_argument(
+        "--merge-results",
+        action="store_true",
+        help="also report the seeds outside this run that the results JSON already holds (same setting and world)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     started = time.perf_counter()
     world, space, meta = world_of_table(Path(args.table))
+    args.noise_given = args.noise_sd is not None
     if args.noise_sd is None:
         args.noise_sd = world.residual_sd
     print(
@@ -354,10 +360,12 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     axes = [Axis(name, world, space, meta["backbone_params"]) for name in AXES]
-    out = Path(args.out_dir) / f"{args.setting}_{args.param_objective or 'default'}"
+    out = Path(args.out_dir) / (f"{args.setting}_{args.param_objective or 'default'}" + noise_tag(args))
     traces: dict[str, dict[str, dict[int, list[float]]]] = {a: {m: {} for m in args.methods} for a in AXES}
     seconds: dict[str, dict[int, float]] = {m: {} for m in args.methods}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
+    if args.merge_results:
+        merge_previous_results(args, world, traces, seconds, set(seeds))
     for seed in seeds:  # seed-major: an interrupted benchmark has every method for the seeds it finished
         for method in args.methods:
             run_dir = run_dir_of(out, method, seed, args)
@@ -377,6 +385,72 @@ def main(argv: list[str] | None = None) -> None:
             write_report(args, meta, world, axes, traces, seconds, Path(args.results_dir))
     report = write_report(args, meta, world, axes, traces, seconds, Path(args.results_dir))
     print(report)
+
+
+def noise_tag(args: argparse.Namespace) -> str:
+    """``_noise<sd>`` when the noise was set on the command line (another world: other runs, another report)."""
+    return f"_noise{args.noise_sd:g}" if args.noise_given else ""
+
+
+def results_stem(args: argparse.Namespace) -> str:
+    """File name (without suffix) of the report of this setting, search axis and noise."""
+    axis = f"_{args.param_objective}" if args.param_objective else ""
+    return f"search_benchmark_{args.setting}{axis}{noise_tag(args)}"
+
+
+def merge_previous_results(
+    args: argparse.Namespace,
+    world: World,
+    traces: dict[str, dict[str, dict[int, list[float]]]],
+    seconds: dict[str, dict[int, float]],
+    skip: set[int],
+) -> None:
+    """Add the traces of earlier seeds from the results JSON, so a run of more seeds extends it.
+
+    The earlier seeds are only taken when they were made in the same world (table, noise) with the
+    same BO settings; otherwise this stops with an error rather than mix two benchmarks.
+    """
+    path = Path(args.results_dir) / f"{results_stem(args)}.json"
+    if not path.exists():
+        raise SystemExit(f"error: --merge-results: {path} does not exist")
+    earlier = json.loads(path.read_text())
+    mine = run_description(args)
+    theirs = {**mine, **earlier.get("run", {})}  # reports from before "run" was written hold only the world
+    checks = {
+        "setting": (earlier["setting"], args.setting),
+        "world table": (earlier["world"]["table"], Path(args.table).name),
+        "world noise sd": (round(earlier["world"]["noise_sd"], 10), round(args.noise_sd, 10)),
+        "world CV Spearman": (round(earlier["world"]["cv_spearman"], 10), round(world.cv_spearman, 10)),
+        **{key: (theirs[key], mine[key]) for key in mine},
+    }
+    differ = {name: pair for name, pair in checks.items() if pair[0] != pair[1]}
+    if differ:
+        raise SystemExit(
+            f"error: --merge-results: {path} was made differently: "
+            + "; ".join(f"{name} {a!r} there, {b!r} here" for name, (a, b) in differ.items())
+        )
+    for axis, by_method in earlier["traces"].items():
+        for method, by_seed in by_method.items():
+            if method in traces[axis]:
+                for seed, trace in by_seed.items():
+                    if int(seed) not in skip:
+                        traces[axis][method][int(seed)] = trace
+    for method, by_seed in earlier["seconds"].items():
+        if method in seconds:
+            for seed, value in by_seed.items():
+                if int(seed) not in skip:
+                    seconds[method][int(seed)] = value
+    print(f"merged seeds {sorted(int(s) for s in earlier['seeds'] if int(s) not in skip)} from {path}", flush=True)
+
+
+def run_description(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that make two benchmark runs comparable (stored in the JSON, checked on merging)."""
+    return {
+        "surrogate": args.surrogate,
+        "bo_override": list(args.bo_override),
+        "batch_size": args.batch_size,
+        "population": args.population,
+    }
 
 
 # ---------------------------------------------------------------------------------- reporting
@@ -418,8 +492,9 @@ def write_report(
         f"({meta['backbone']} on {meta['task']}, table `{Path(args.table).name}`); 5-fold cross-validated Spearman "
         f"with the real scores {world.cv_spearman:.2f} [{world.cv_spearman_ci[0]:.2f}, {world.cv_spearman_ci[1]:.2f}] "
         f"(bootstrap 95%). The true front is computed over all {len(world.points)} configurations. Each evaluation "
-        f"returns the true score plus Gaussian noise, sd {args.noise_sd:.4f} (the real scores' scatter around the "
-        f"out-of-fold predictions; binomial part at {world.binomial_sd:.4f}; "
+        f"returns the true score plus Gaussian noise, sd {args.noise_sd:.4f} "
+        + ("(set with --noise-sd; " if args.noise_given else "(the scatter of the real scores around the trees; ")
+        + f"that scatter {world.residual_sd:.4f}, its binomial part {world.binomial_sd:.4f}; "
         f"real scores' sd {world.table_score_sd:.4f}), "
         "the same draw for the same configuration and seed in every method.",
         "",
@@ -497,20 +572,25 @@ def write_report(
         "Made by `python benchmarks/search_benchmark.py"
         + (f" --table {args.table}" if Path(args.table) != DEFAULT_TABLE else "")
         + f" --setting {args.setting} --seeds {args.seeds}"
+        + (f" --first-seed {args.first_seed}" if args.first_seed else "")
+        + (" --methods " + " ".join(args.methods) if list(args.methods) != list(METHODS) else "")
+        + (f" --noise-sd {args.noise_sd:g}" if args.noise_given else "")
         + (f" --surrogate {args.surrogate}" if args.surrogate != "saas_map" else "")
         + (" --bo-override " + " ".join(args.bo_override) if args.bo_override else "")
         + (f" --param-objective {args.param_objective}" if args.param_objective else "")
+        + (" --merge-results" if args.merge_results else "")
         + f"` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"{torch.get_num_threads()} torch thread(s).",
     ]
     report = "\n".join(lines) + "\n"
-    stem = f"search_benchmark_{args.setting}" + (f"_{args.param_objective}" if args.param_objective else "")
+    stem = results_stem(args)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / f"{stem}.md", report)
     atomic_write_json(
         results_dir / f"{stem}.json",
         {
             **summary,
+            "run": run_description(args),
             "world": {
                 "table": Path(args.table).name,
                 "rows": world.table_rows,
