@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from autopeft.errors import ConfigError, allowed_list, did_you_mean
+from autopeft.errors import ConfigError
 from autopeft.experiments.modes import (
     mode_params,
     mode_pipeline,
@@ -20,7 +19,7 @@ from autopeft.experiments.modes import (
     search_command,
 )
 from autopeft.runtime import quiet_libraries
-from autopeft.settings import check_seed
+from autopeft.settings import RunSettings
 
 MODES: dict[str, Callable[[DictConfig], Any]] = {
     "search": search_command,
@@ -34,19 +33,22 @@ MODES: dict[str, Callable[[DictConfig], Any]] = {
 
 
 def dispatch(cfg: DictConfig) -> Any:
-    """Run ``cfg.mode``; print config errors as one line and exit with status 2."""
+    """Run ``cfg.mode``; print config errors as one line and exit with status 2.
+
+    The top-level values (``mode``, ``resume``, ``seed``, ``output_root``) are checked first, so a
+    bad one fails before any mode reads the rest of the config.
+    """
     quiet_libraries()
     try:
-        mode = cfg.mode
-        if mode not in MODES:
-            raise ConfigError(f"mode={mode!r} is not a mode{did_you_mean(mode, MODES)}; allowed: {allowed_list(MODES)}")
-        check_seed(cfg.get("seed"))
-        resume = cfg.get("resume")
-        if resume and (Path(str(resume)) / "pipeline.json").is_file():
-            return mode_pipeline(cfg, resume_dir=Path(str(resume)))
-        if resume and mode != "search":
-            raise ConfigError(f"resume= continues a search or a pipeline; it does not apply to mode={mode!r}")
-        return MODES[mode](cfg)
+        run = RunSettings.from_config(cfg, MODES)
+        if run.resume is not None and (run.resume / "pipeline.json").is_file():
+            return mode_pipeline(cfg, resume_dir=run.resume)
+        if run.resume is not None and run.mode != "search":
+            raise ConfigError(
+                f"resume={str(cfg.resume)!r}: resume= continues a search or a pipeline; "
+                f"it does not apply to mode={run.mode!r}"
+            )
+        return MODES[run.mode](cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

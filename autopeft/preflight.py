@@ -18,6 +18,55 @@ from autopeft.errors import ConfigError
 _LOCATION_KEYS = ("output_root", "hydra.run.dir", "hydra.sweep.dir", "resume")
 
 
+def _root_value(arg: str) -> tuple[bool, object]:
+    """``(True, value)`` when ``arg`` sets ``output_root`` (the value as Hydra parses it), else ``(False, None)``.
+
+    A sweep (``output_root=a,b``) or an override Hydra cannot parse is left to Hydra: ``(False, None)``.
+    """
+    key, sep, _ = arg.partition("=")
+    if not sep or key.strip().lstrip("+~") != "output_root":
+        return False, None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_override(arg)
+    except Exception:  # Hydra reports its own syntax errors
+        return False, None
+    if override.is_sweep_override():
+        return False, None
+    return True, override.value()
+
+
+def _shown(value: object) -> str:
+    """A value as the command line spells it: ``null``, ``true``, ``''``, ``['a']``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+def _empty_root(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """The setting that leaves the output root without a folder, if any.
+
+    An empty root would put run directories at the top of the file system (``/<mode>/...``); a
+    null, boolean, list or mapping one would become a folder named ``None``, ``True`` or ``['a']``.
+    """
+    for arg in reversed(argv):  # the last override of a key wins, as in Hydra
+        sets, value = _root_value(arg)
+        if not sets:
+            continue
+        if isinstance(value, str):
+            return None if value.strip() else f"output_root={value!r}"
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return None  # a folder named 3
+        return f"output_root={_shown(value)}"
+    root = environ.get("AUTOPEFT_OUTPUT_ROOT")
+    if root is not None and not root.strip():
+        return f"$AUTOPEFT_OUTPUT_ROOT={root!r}"
+    return None
+
+
 def output_locations(argv: Sequence[str], environ: Mapping[str, str]) -> list[tuple[str, Path]]:
     """``(setting, folder)`` pairs this command line will write into (the default root if none is given)."""
     given = {}
@@ -38,10 +87,20 @@ def check_output_location(argv: Sequence[str], environ: Mapping[str, str] | None
     """Fail early, in one line, when a run could not create or write its output folder.
 
     Raises:
-        ConfigError: Naming the setting, the folder and why it cannot be written.
+        ConfigError: Naming the setting, the folder and why it cannot be written, or the setting
+            that leaves the output root without a folder (``output_root=``, ``output_root=null``,
+            ``output_root=true``, ``output_root=[a]``, an empty ``$AUTOPEFT_OUTPUT_ROOT``).
 
     """
     environ = os.environ if environ is None else environ
+    # Hydra would put an empty root's run directories at the top of the file system (/<mode>/...)
+    # and a null, boolean or list one's under a folder named None, True or ['a'].
+    empty = _empty_root(argv, environ)
+    if empty:
+        raise ConfigError(
+            f"{empty} names no folder; run output needs one: output_root=<dir> "
+            "(default: outputs, or $AUTOPEFT_OUTPUT_ROOT)"
+        )
     for setting, folder in output_locations(argv, environ):
         if setting == "resume":
             continue  # a missing resume directory is reported by the mode itself, with more context

@@ -13,7 +13,8 @@ def register_resolvers() -> None:
 
     ``${pid:}`` keeps run directories unique; ``${resume_or:${resume},<new dir>}`` makes a resumed
     search run in its original directory (when that exists; a missing one is reported by the
-    search itself, which writes nothing there).
+    search itself, which writes nothing there); ``${custom_task_name:<train>,<hub>,<subset>}`` is a
+    custom task's default ``task.name``, derived from its data (``conf/task/custom.yaml``).
     """
     import os
 
@@ -22,16 +23,27 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver(
         "resume_or", lambda resume, new: resume if resume and Path(str(resume)).is_dir() else new, replace=True
     )
+    OmegaConf.register_new_resolver("custom_task_name", _custom_task_name, replace=True)
+
+
+def _custom_task_name(train: object = None, hub: object = None, subset: object = None) -> str:
+    from autopeft.tasks.custom import derived_task_name  # reads pandas: only when a custom task is composed
+    from autopeft.tasks.registry import TASKS
+
+    return derived_task_name(train, hub, subset, TASKS)
 
 
 def _run_tag(mode: str, task: str, peft: str, method: str, experiment: str | None = None) -> str:
     """The run directory's suffix: task plus what distinguishes the run (search method or peft preset).
 
-    A pipeline runs many tasks, so it is named by its experiment instead.
+    A pipeline runs many tasks, so it is named by its experiment instead; a report reads whatever
+    runs it is given, whose tasks are known only once it has read them, so it is named ``report``.
     """
     if mode == "pipeline":
         return str(experiment or "pipeline")
-    what = {"search": method, "retrain": "retrain", "report": "report"}.get(mode, peft)
+    if mode == "report":
+        return "report"
+    what = {"search": method, "retrain": "retrain"}.get(mode, peft)
     return f"{task}_{what}"
 
 

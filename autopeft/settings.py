@@ -1,9 +1,10 @@
 """Typed settings of the run config, checked once at the top and passed down.
 
-Each config group that is plain settings (``trainer``, ``fidelity``, ``data``, ``logger``, and the
-top-level keys) has a frozen dataclass here whose fields are the group's keys: an unknown key or
-a bad value fails with one line naming it and what is allowed, before anything is trained or
-written. The other groups have their own typed objects next to the code that uses them:
+Each config group that is plain settings (``trainer``, ``fidelity``, ``data``, ``logger``) and the
+top-level values (``mode``, ``resume``, ``seed``, ``output_root``: :class:`RunSettings`) have a
+frozen dataclass here whose fields are the keys: an unknown key or a bad value fails with one
+line naming it and what is allowed, before anything is trained or written. The other groups have
+their own typed objects next to the code that uses them:
 ``task`` -> :class:`~autopeft.tasks.spec.TaskSpec`, ``peft`` -> :class:`~autopeft.peft.config.PeftSpec`,
 ``space`` -> :class:`~autopeft.space.SearchSpace`, ``search`` -> :class:`~autopeft.bo.settings.SearchSettings`.
 """
@@ -11,7 +12,7 @@ written. The other groups have their own typed objects next to the code that use
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.data.protocol import DEFAULT_PROTOCOL, check_protocol
-from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
 
 #: ``trainer.save_weights``: export every run (True), none (False), or all but full fine-tuning.
 SAVE_WEIGHTS = (True, False, "peft")
@@ -260,6 +261,146 @@ class TrainingSettings:
         )
 
 
+#: The config groups of ``conf/run.yaml`` (its defaults list): the top-level keys that are nodes.
+CONFIG_GROUPS = (
+    "backbone",
+    "task",
+    "peft",
+    "space",
+    "fidelity",
+    "search",
+    "retrain",
+    "report",
+    "pipeline",
+    "trainer",
+    "data",
+    "logger",
+)
+#: The top-level keys that are values (:class:`RunSettings`' fields).
+TOP_LEVEL_VALUES = ("mode", "resume", "seed", "output_root")
+#: Set by callers that run a mode outside Hydra (tests, tools): the run directory to use.
+INTERNAL_KEYS = ("run_dir",)
+
+
+def _shown(value: Any) -> str:
+    """A config value as the command line spells it: ``true``, ``null``, ``'abc'``, ``3``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
+def check_top_level_keys(keys: Any) -> None:
+    """Fail on a top-level key that is neither a value nor a config group (``+sed=1``, ``+mod=train``).
+
+    Raises:
+        ConfigError: Naming the key, the closest known one and the allowed ones.
+
+    """
+    known = (*TOP_LEVEL_VALUES, *CONFIG_GROUPS)
+    for key in keys:
+        if key not in known and key not in INTERNAL_KEYS and key != "hydra":
+            raise ConfigError(
+                f"unknown top-level key {key!r}{did_you_mean(str(key), known)}; allowed top-level keys: "
+                f"{allowed_list(TOP_LEVEL_VALUES)} and the config groups {allowed_list(CONFIG_GROUPS)}"
+            )
+
+
+def check_mode(value: Any, modes: Collection[str]) -> str:
+    """The run's ``mode``: one of ``modes``.
+
+    Raises:
+        ConfigError: Naming the value, the closest mode and every allowed one.
+
+    """
+    if not isinstance(value, str) or value not in modes:
+        hint = did_you_mean(value, modes) if isinstance(value, str) else ""
+        raise ConfigError(f"mode={_shown(value)} is not a mode{hint}; allowed: {allowed_list(modes)}")
+    return value
+
+
+def check_resume(value: Any) -> Path | None:
+    """``resume``: null (a new run) or the existing run directory of a search or pipeline.
+
+    Raises:
+        ConfigError: On a value that is not a path (``resume=true``, ``resume=3``), an empty one,
+            a path that does not exist or a file.
+
+    """
+    if value is None:
+        return None
+    what = (
+        "resume=<run dir> continues the search or pipeline in that run directory; "
+        "resume=null (the default) starts a new run"
+    )
+    if not isinstance(value, str):
+        raise ConfigError(f"resume={_shown(value)} is not a run directory: {what}")
+    if not value.strip():
+        raise ConfigError(f"resume={value!r} is empty: {what}")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise ConfigError(f"resume={value!r} does not exist; give the run directory of a search or pipeline to resume")
+    if not path.is_dir():
+        raise ConfigError(f"resume={value!r} is a file, not a run directory: {what}")
+    return path
+
+
+def check_output_root(value: Any) -> Path:
+    """``output_root``: a folder (or one that can be created) below which every run gets its directory.
+
+    Raises:
+        ConfigError: On null, an empty value, or a path that names an existing file.
+
+    """
+    allowed = "run output needs one: output_root=<dir> (default: outputs, or $AUTOPEFT_OUTPUT_ROOT)"
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
+        # An empty root puts run directories at the top of the file system (/<mode>/...).
+        raise ConfigError(f"output_root={_shown(value)} names no folder; {allowed}")
+    path = Path(str(value)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output_root={str(value)!r} is a file, not a folder; {allowed}")
+    return path
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The top-level values of ``conf/run.yaml``: what to do, what to continue, the seed, where to write.
+
+    Attributes:
+        mode: One of the dispatcher's modes.
+        resume: The run directory to continue, or None for a new run.
+        seed: The run's seed (>= 0).
+        output_root: The folder below which runs get their directories.
+
+    """
+
+    mode: str
+    resume: Path | None
+    seed: int
+    output_root: Path
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | DictConfig, modes: Collection[str]) -> RunSettings:
+        """Check the top-level keys and values of a run config.
+
+        Args:
+            cfg: The composed run config.
+            modes: The allowed modes.
+
+        Raises:
+            ConfigError: Naming the first unknown key or bad value and the allowed ones.
+
+        """
+        check_top_level_keys(list(cfg.keys()))
+        return cls(
+            mode=check_mode(cfg.get("mode"), modes),
+            seed=check_seed(cfg.get("seed")),
+            resume=check_resume(cfg.get("resume")),
+            output_root=check_output_root(cfg.get("output_root")),
+        )
+
+
 def check_seed(value: Any) -> int:
     """The run's ``seed``: an integer >= 0.
 
@@ -268,7 +409,7 @@ def check_seed(value: Any) -> int:
 
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"seed={value!r} must be an integer >= 0, e.g. seed=0 (a multirun grid: -m seed=0,1,2)")
+        raise ConfigError(f"seed={_shown(value)} must be an integer >= 0, e.g. seed=0 (a multirun grid: -m seed=0,1,2)")
     return value
 
 

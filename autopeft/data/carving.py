@@ -9,6 +9,7 @@ import pandas as pd
 
 from autopeft.data.reading import load_tables
 from autopeft.data.rows import (
+    apply_exclude_labels,
     apply_missing_text,
     check_columns,
     check_labels_present,
@@ -45,10 +46,11 @@ def carve(labels: np.ndarray | None, n: int, fraction: float, rng: np.random.Gen
 def custom_raw_splits(spec: TaskSpec, data_seed: int, carve_validation: bool = True) -> Any:
     """The raw ``train``/``validation``/``test`` datasets of a resolved custom task.
 
-    Rows with missing text are refused or dropped as ``spec.missing_text`` says; labels
-    become ids (``spec.label_names`` order) or float32 values; a split the spec leaves None
-    is carved from train: first test, then validation from what is left, seeded by
-    ``data_seed`` and stratified by class for classification.
+    Rows with missing text are refused or dropped as ``spec.missing_text`` says, and rows
+    whose label ``spec.exclude_labels`` lists are dropped; labels become ids
+    (``spec.label_names`` order) or float32 values; a split the spec leaves None is carved
+    from train: first test, then validation from what is left, seeded by ``data_seed`` and
+    stratified by class for classification.
 
     Args:
         spec: The resolved custom task.
@@ -72,10 +74,13 @@ def custom_raw_splits(spec: TaskSpec, data_seed: int, carve_validation: bool = T
         fmt=spec.file_format,
         columns=spec.required_columns(),
         label=spec.label_column,
+        header=spec.header,
+        names=spec.columns,
     )
     check_columns(tables, spec.text_columns, spec.label_column)
     tables = apply_missing_text(tables, spec.text_columns, spec.missing_text)
-    check_labels_present(tables, spec.label_column)
+    tables = apply_exclude_labels(tables, spec.label_column, spec.exclude_labels)
+    check_labels_present(tables, spec.label_column, spec.exclude_labels)
     index = {name: i for i, name in enumerate(spec.label_names or ())}
     frames: dict[str, pd.DataFrame] = {}
     for split, table in tables.items():

@@ -1,4 +1,9 @@
-"""Reading a custom task's rows from local files or a hub dataset (cached per process)."""
+"""Reading a custom task's rows from local files or a hub dataset (cached per process).
+
+CSV and TSV files name their columns in a header row, or, with ``task.header=false``, in
+``task.columns`` (the names of the columns in order); JSON Lines, Parquet and hub datasets name
+their own.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ class Table:
         line_offset: Added to a 0-based row position to give the number shown to users
             (the file line for CSV/TSV (header = line 1) and JSON Lines; 0 otherwise).
         class_names: A hub ``ClassLabel`` feature's names (label id = index), else None.
+        header_row: True when the column names came from the first line of a CSV/TSV file, which
+            may be a data row of a file without a header (see :func:`header_looks_like_data`).
 
     """
 
@@ -52,6 +59,7 @@ class Table:
     frame: pd.DataFrame
     line_offset: int = 0
     class_names: tuple[str, ...] | None = None
+    header_row: bool = False
 
     def positions(self, mask: np.ndarray | pd.Series) -> str:
         """Render the first few rows where ``mask`` holds, e.g. ``lines 4, 9 and 2 more``."""
@@ -107,11 +115,18 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _parse(path: Path, fmt: str) -> pd.DataFrame:
+def _parse(path: Path, fmt: str, header: bool) -> pd.DataFrame:
     if fmt in ("csv", "tsv"):
         # Every field as a string and only empty fields as missing: text such as "NA" or "None"
         # stays text, and labels are interpreted once, the same way for every format.
-        return pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(
+            path,
+            sep="\t" if fmt == "tsv" else ",",
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            header=0 if header else None,
+        )
     if fmt == "json":
         try:
             return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
@@ -129,11 +144,40 @@ _READ_CACHE: OrderedDict[tuple[Any, ...], pd.DataFrame] = OrderedDict()
 _READ_CACHE_SIZE = 8
 
 
-def read_file(path: Path, fmt: str | None, key: str) -> tuple[pd.DataFrame, str]:
+def _name_columns(frame: pd.DataFrame, columns: tuple[str, ...] | None, path: Path, key: str) -> pd.DataFrame:
+    """A headerless file's rows with ``task.columns`` as their column names."""
+    count = frame.shape[1]
+    if columns is None:
+        example = ",".join(f"col{i + 1}" for i in range(min(count, 4))) + (",..." if count > 4 else "")
+        raise ConfigError(
+            f"task.header=false needs task.columns: the {key} file {str(path)!r} has {count} column"
+            f"{'s' if count != 1 else ''} per row; name them in order, e.g. task.columns=[{example}]"
+        )
+    if len(columns) != count:
+        raise ConfigError(
+            f"task.columns names {len(columns)} column{'s' if len(columns) != 1 else ''} "
+            f"({allowed_list(columns)}), but the rows of the {key} file {str(path)!r} have {count} fields; "
+            "name every column, in order"
+        )
+    return frame.set_axis(list(columns), axis=1)
+
+
+def read_file(
+    path: Path, fmt: str | None, key: str, header: bool = True, columns: tuple[str, ...] | None = None
+) -> tuple[pd.DataFrame, str]:
     """Read one data file as a DataFrame (cached per path, size and modification time).
 
+    Args:
+        path: The file.
+        fmt: Its format, or None to tell it from the extension.
+        key: The ``task.<key>`` that names the file (for messages).
+        header: Whether a CSV/TSV file's first line names its columns (``task.header``).
+        columns: The column names of a CSV/TSV file without a header row (``task.columns``).
+
     Raises:
-        ConfigError: If the file does not exist, has an unknown extension or cannot be parsed.
+        ConfigError: If the file does not exist, has an unknown extension or cannot be parsed;
+            or, without a header row, is not CSV/TSV or has another number of columns than
+            ``columns`` names.
 
     """
     if not path.exists():
@@ -141,24 +185,32 @@ def read_file(path: Path, fmt: str | None, key: str) -> tuple[pd.DataFrame, str]
     if not path.is_file():
         raise ConfigError(f"task.{key}: {str(path)!r} is not a file")
     fmt = file_format(path, fmt, key)
+    if not header and fmt not in ("csv", "tsv"):
+        raise ConfigError(
+            f"task.header=false is for CSV and TSV files, but the {key} file {str(path)!r} is read as {fmt}, "
+            "whose rows name their own columns; set task.header=true (the default)"
+        )
     stat = path.stat()
-    cache_key = (str(path), fmt, stat.st_size, stat.st_mtime_ns)
+    cache_key = (str(path), fmt, header, stat.st_size, stat.st_mtime_ns)
     if cache_key in _READ_CACHE:
         _READ_CACHE.move_to_end(cache_key)
-        return _READ_CACHE[cache_key], fmt
-    if stat.st_size == 0:
-        raise ConfigError(f"task.{key}: the file {str(path)!r} is empty")
-    try:
-        frame = _parse(path, fmt)
-    except Exception as err:  # pandas/pyarrow raise many types for malformed files
-        raise ConfigError(
-            f"task.{key}: could not parse {str(path)!r} as {fmt} ({_first_line(err)}); "
-            "check the file, or set task.format if the extension misleads"
-        ) from err
-    frame.columns = [str(c) for c in frame.columns]
-    _READ_CACHE[cache_key] = frame
-    while len(_READ_CACHE) > _READ_CACHE_SIZE:
-        _READ_CACHE.popitem(last=False)
+        frame = _READ_CACHE[cache_key]
+    else:
+        if stat.st_size == 0:
+            raise ConfigError(f"task.{key}: the file {str(path)!r} is empty")
+        try:
+            frame = _parse(path, fmt, header)
+        except Exception as err:  # pandas/pyarrow raise many types for malformed files
+            raise ConfigError(
+                f"task.{key}: could not parse {str(path)!r} as {fmt} ({_first_line(err)}); "
+                "check the file, or set task.format if the extension misleads"
+            ) from err
+        frame.columns = [str(c) for c in frame.columns]
+        _READ_CACHE[cache_key] = frame
+        while len(_READ_CACHE) > _READ_CACHE_SIZE:
+            _READ_CACHE.popitem(last=False)
+    if not header:
+        frame = _name_columns(frame, columns, path, key)
     return frame, fmt
 
 
@@ -189,6 +241,8 @@ def load_tables(
     fmt: str | None,
     columns: Iterable[str],
     label: str,
+    header: bool = True,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, Table]:
     """Read the splits that are given (files, or splits of a hub dataset); carved ones are absent.
 
@@ -199,6 +253,11 @@ def load_tables(
         fmt: A file format, or None to infer each file's from its extension.
         columns: The columns the task needs (hub splits are reduced to these when all are present).
         label: The label column (a hub ``ClassLabel`` there gives the class names).
+        header: Whether CSV/TSV files start with a header row (``task.header``).
+        names: The column names of CSV/TSV files without one (``task.columns``).
+
+    Raises:
+        ConfigError: On ``header=False`` with a hub dataset, and as :func:`read_file` does.
 
     """
     tables: dict[str, Table] = {}
@@ -207,10 +266,19 @@ def load_tables(
             if splits.get(split) is None:
                 continue
             path = Path(str(splits[split]))
-            frame, used = read_file(path, fmt, split)
-            offset = {"csv": 2, "tsv": 2, "json": 1}.get(used, 0) if path.suffix.lower() != ".json" else 0
-            tables[split] = Table(split, f"{split} file {str(path)!r}", frame, offset)
+            frame, used = read_file(path, fmt, split, header, names)
+            delimited = used in ("csv", "tsv")
+            # Users see file lines: a CSV/TSV header is line 1, so its first row is line 2.
+            offset = {"csv": 2 if header else 1, "tsv": 2 if header else 1, "json": 1}.get(used, 0)
+            if path.suffix.lower() == ".json":
+                offset = 0  # possibly one JSON array: rows, not lines
+            where = f"{split} file {str(path)!r}"
+            tables[split] = Table(split, where, frame, offset, header_row=delimited and header)
         return tables
+    if not header:
+        raise ConfigError(
+            f"task.header=false is for CSV and TSV files; the splits of hub dataset {hub!r} name their own columns"
+        )
     import datasets
 
     data = _hub_dataset(hub, subset)

@@ -1,9 +1,11 @@
-"""Checking a custom task's rows: columns, missing text, labels (numbers or class names)."""
+"""Checking a custom task's rows: columns, missing text, excluded and missing labels, numbers or classes."""
 
 from __future__ import annotations
 
 import logging
 import math
+import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -18,7 +20,11 @@ log = logging.getLogger("autopeft.custom")
 
 
 def check_columns(tables: Mapping[str, Table], text: tuple[str, ...], label: str) -> None:
-    """Every split has the text and label columns; the message lists the columns it does have."""
+    """Every split has the text and label columns; the message lists the columns it does have.
+
+    When a CSV/TSV file's header row looks like data (:func:`header_looks_like_data`), the
+    message says so and names the settings for a file without a header row.
+    """
     for table in tables.values():
         available = list(table.frame.columns)
         for key, names in (("text", text), ("label", (label,))):
@@ -27,8 +33,51 @@ def check_columns(tables: Mapping[str, Table], text: tuple[str, ...], label: str
                 hint = did_you_mean(missing[0], available)
                 raise ConfigError(
                     f"task.{key}: the {table.where} has no column {allowed_list(missing)}{hint}; "
-                    f"available columns: {allowed_list(available)}"
+                    f"available columns: {allowed_list(available)}{headerless_hint(table)}"
                 )
+
+
+#: A column name pandas made unique by appending ``.<n>`` (the header repeats a name).
+_MANGLED = re.compile(r"^(?P<base>.*)\.\d+$")
+
+
+def header_looks_like_data(table: Table) -> str | None:
+    """Why the first line of ``table``'s file reads like a data row rather than column names, or None.
+
+    Two signs, either enough: a column name is a number (``0.5``, ``3``), or a column name also
+    occurs as a value in its own column (``positive`` heading a column of ``positive``/``negative``).
+    Only CSV/TSV files read with a header row are judged.
+    """
+    if not table.header_row:
+        return None
+    names = [str(c) for c in table.frame.columns]
+    # A repeated first-line value was renamed by pandas (0, 0 -> '0', '0.1'): judge what the line says.
+    said = [m["base"] if (m := _MANGLED.match(n)) and m["base"] in names else n for n in names]
+    numbers = [n for n in dict.fromkeys(said) if as_number(n) is not None]
+    if numbers:
+        return f"{'its column names' if len(numbers) > 1 else 'its column name'} {quoted(numbers)} " + (
+            "are numbers" if len(numbers) > 1 else "is a number"
+        )
+    for name in names:
+        values = {str(v).strip() for v in table.frame[name].dropna()}
+        mangled = _MANGLED.match(name)
+        candidates = [name, mangled["base"]] if mangled and mangled["base"] in names else [name]
+        for candidate in candidates:
+            if candidate.strip() in values:
+                return f"its column name {candidate!r} also occurs as a value in that column"
+    return None
+
+
+def headerless_hint(table: Table) -> str:
+    """``; the first line ... task.header=false task.columns=[...]`` when the header looks like data, else ``""``."""
+    reason = header_looks_like_data(table)
+    if reason is None:
+        return ""
+    count = len(table.frame.columns)
+    return (
+        f"; the first line looks like data, not a header ({reason}): for a file without a header row set "
+        f"task.header=false task.columns=[...] (a name for each of its {count} columns, in order)"
+    )
 
 
 def _blank(series: pd.Series) -> np.ndarray:
@@ -76,15 +125,76 @@ def apply_missing_text(tables: Mapping[str, Table], text: tuple[str, ...], polic
     return out
 
 
-def check_labels_present(tables: Mapping[str, Table], label: str) -> None:
-    """No row may lack its label."""
+def exclusion_values(value: Any) -> tuple[str, ...]:
+    """``task.exclude_labels`` as class names (:func:`canonical_label`); ``""`` stands for a missing label.
+
+    Raises:
+        ConfigError: Unless ``value`` is null, one label value or a list of them.
+
+    """
+    if value is None:
+        return ()
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if not all(v is None or isinstance(v, str | int | float) for v in values):
+        raise ConfigError(
+            f"task.exclude_labels={value!r} must be a list of label values whose rows are dropped, "
+            "e.g. task.exclude_labels=['-',''] ('' drops rows without a label)"
+        )
+    return tuple(dict.fromkeys("" if v is None else canonical_label(v) for v in values))
+
+
+def apply_exclude_labels(tables: Mapping[str, Table], label: str, excluded: tuple[str, ...]) -> dict[str, Table]:
+    """Drop the rows whose label is one of ``excluded`` (``""``: rows without a label); log how many.
+
+    Values that mean "no gold label" (SNLI's ``-``, ``unknown``) would otherwise become a class
+    of their own, or, empty, stop the run (:func:`check_labels_present`).
+    """
+    if not excluded:
+        return dict(tables)
+    out: dict[str, Table] = {}
+    occurred: set[str] = set()
+    for split, table in tables.items():
+        raw = table.frame[label]
+        blank = _blank(raw)
+        names = np.array(
+            ["" if b else canonical_label(v, table.class_names) for v, b in zip(raw, blank, strict=True)], dtype=object
+        )
+        drop = np.isin(names, list(excluded))
+        count = int(drop.sum())
+        if not count:
+            out[split] = table
+            continue
+        per_value = Counter(names[drop])
+        occurred |= set(per_value)
+        shown = ", ".join(f"{v!r}: {n}" for v, n in sorted(per_value.items(), key=lambda kv: (-kv[1], kv[0])))
+        announce_once(
+            f"task.exclude_labels: dropping {count} of {len(names)} rows of the {table.where} "
+            f"(label {shown}; {table.positions(drop)})"
+        )
+        out[split] = replace(table, frame=table.frame[~drop])
+    unused = [v for v in excluded if v not in occurred]
+    if unused:
+        announce_once(f"task.exclude_labels: no row has the label(s) {quoted(unused)}; nothing dropped for them")
+    return out
+
+
+def class_counts(names: Iterable[str], labels: Iterable[str]) -> str:
+    """``{'neg': 480, 'pos': 520} (train rows)``: each class in ``names`` order with its count in ``labels``."""
+    counts = Counter(labels)
+    return "{" + ", ".join(f"{name!r}: {counts.get(name, 0)}" for name in names) + "} (train rows)"
+
+
+def check_labels_present(tables: Mapping[str, Table], label: str, excluded: tuple[str, ...] = ()) -> None:
+    """No row may lack its label; the message names the ``task.exclude_labels`` that would drop them."""
+    suggestion = ",".join(repr(v) for v in (*excluded, ""))  # as typed on the command line
     for table in tables.values():
         blank = _blank(table.frame[label])
         if blank.any():
             count = int(blank.sum())
             raise ConfigError(
                 f"task.label: {count} of {len(blank)} rows of the {table.where} {_have(count)} no value in "
-                f"label column {label!r} ({table.positions(blank)}); remove or label them"
+                f"label column {label!r} ({table.positions(blank)}); remove or label them, or drop them with "
+                f"task.exclude_labels=[{suggestion}]"
             )
 
 

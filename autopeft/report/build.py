@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.errors import ConfigError
-from autopeft.report.collect import collect_cells, find_runs
+from autopeft.report.collect import collect_cells, find_runs, scan_tasks
 from autopeft.report.plots import plot_distribution, plot_fronts, plot_fronts_full, plot_hypervolume, plot_transfer
 from autopeft.report.series import (
     full_fidelity_series,
@@ -34,7 +34,9 @@ def build_report(inputs: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
 
     Returns:
         What a caller needs to print or log (e.g. to W&B) without reading the files back:
-        ``runs`` (counts by kind), ``tasks``, ``rows`` (``table.csv``'s rows), ``transfer``
+        ``runs`` (counts by kind), ``tasks`` (the table's columns: task names, ``task · metric``
+        where one name was scored with two metrics), ``unsuccessful_tasks`` (tasks without any
+        successful evaluation, so without a column or panel), ``rows`` (``table.csv``'s rows), ``transfer``
         (``transfer.csv``'s rows, one per heat-map cell), ``proposals`` (``distribution.csv``'s
         rows: per panel and proposer the median % params) and ``files`` (``{name: path}`` of
         everything written, ``report.json`` aside). The same object is saved as ``report.json``.
@@ -48,7 +50,16 @@ def build_report(inputs: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
         )
     runs = find_runs(inputs)
     retrainings = load_retrainings(runs.retrains, runs.searches)
-    cells, metrics = collect_cells(runs, retrainings)
+    scan = scan_tasks(runs, retrainings)
+    names = scan.names
+    names.log_collisions()
+    if scan.unsuccessful:
+        log.warning(
+            "no successful evaluation of task(s) %s (%s): nothing of theirs is in the tables and plots",
+            ", ".join(repr(t) for t in scan.unsuccessful),
+            ", ".join(f"{t}: {n} run{'s' if n != 1 else ''}" for t, n in scan.unsuccessful.items()),
+        )
+    cells, metrics = collect_cells(runs, retrainings, names)
     tasks = sorted(metrics)
     rows = table_rows(cells, tasks)
     out_dir = Path(out_dir)
@@ -58,10 +69,16 @@ def build_report(inputs: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
         files["table_csv"] = out_dir / "table.csv"
         atomic_write_text(files["table_md"], table_markdown(rows, tasks, metrics, table_scores(cells)))
         atomic_write_text(files["table_csv"], table_csv(rows, tasks))
-    search_panels = search_front_series(runs)
-    if search_panels:
+    search_panels = search_front_series(runs, names)
+    if any(panel.drawable for panel in search_panels.values()):
         files["fronts"] = plot_fronts(search_panels, out_dir / "fronts.png")
     for panel in search_panels.values():
+        if not panel.drawable and panel.task not in scan.unsuccessful:  # those are logged above
+            log.warning(
+                "fronts.png: no panel for %s: its search(es) %s had no successful evaluation",
+                panel.task,
+                ", ".join(panel.unsuccessful),
+            )
         if panel.left_out:
             log.info(
                 "fronts.png, %s: %d single training(s) at another fidelity than the search's left out "
@@ -69,19 +86,19 @@ def build_report(inputs: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
                 panel.task,
                 len(panel.left_out),
             )
-    full_panels = full_fidelity_series(runs, retrainings)
+    full_panels = full_fidelity_series(runs, retrainings, names)
     if full_panels:
         files["fronts_full"] = plot_fronts_full(full_panels, out_dir / "fronts_full.png")
-    if runs.searches:
-        files["hypervolume"] = plot_hypervolume(runs, out_dir / "hypervolume.png")
-    transfer = transfer_cells(retrainings)
+    if any(any(front for _, front in panel.fronts) for panel in search_panels.values()):
+        files["hypervolume"] = plot_hypervolume(runs, out_dir / "hypervolume.png", names)
+    transfer = transfer_cells(retrainings, names)
     if transfer:
         files["transfer"] = plot_transfer(transfer, out_dir / "transfer.png")
         files["transfer_md"] = out_dir / "transfer.md"
         files["transfer_csv"] = out_dir / "transfer.csv"
         atomic_write_text(files["transfer_md"], transfer_markdown(transfer))
         atomic_write_text(files["transfer_csv"], transfer_csv(transfer))
-    points = proposal_points(runs.searches)
+    points = proposal_points(runs.searches, names)
     medians = proposal_medians(points)
     if points:
         files["distribution"] = plot_distribution(points, out_dir / "distribution.png")
@@ -99,6 +116,7 @@ def build_report(inputs: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
     summary = {
         "runs": {"searches": len(runs.searches), "retrains": len(runs.retrains), "trainings": len(runs.trainings)},
         "tasks": tasks,
+        "unsuccessful_tasks": list(scan.unsuccessful),
         "scores": table_scores(cells),
         "rows": rows,
         "transfer": transfer_rows(transfer),

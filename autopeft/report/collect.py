@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autopeft.bo.pareto import is_success
 from autopeft.data.protocol import record_scoring
 from autopeft.errors import ConfigError
+from autopeft.report.identity import TaskNames
 from autopeft.report.transfer import (
     Retraining,
     load_retrainings,
 )
+from autopeft.runs.store import ResultsStore
 
 
 @dataclass
@@ -66,6 +69,49 @@ def _walk(folder: Path, runs: Runs, depth: int) -> None:
             _walk(child, runs, depth - 1)
 
 
+@dataclass(frozen=True)
+class TaskScan:
+    """What the report's runs say about their tasks, before anything is tabulated or drawn.
+
+    Attributes:
+        names: Each task's label (:class:`~autopeft.report.identity.TaskNames`).
+        unsuccessful: Tasks none of whose runs has a successful evaluation (every evaluation of
+            their searches failed, every training diverged...), with their number of runs: they
+            have no cell, point or panel in the report.
+
+    """
+
+    names: TaskNames
+    unsuccessful: dict[str, int]
+
+
+def scan_tasks(runs: Runs, retrainings: Sequence[Retraining] | None = None) -> TaskScan:
+    """Every task of every run, the main metrics it was scored with and whether any evaluation succeeded."""
+    if retrainings is None:
+        retrainings = load_retrainings(runs.retrains, runs.searches)
+    pairs: list[tuple[str, str | None]] = []
+    counts: dict[str, int] = defaultdict(int)
+    succeeded: set[str] = set()
+
+    def note(task: str, records: Iterable[Mapping[str, Any]], ok: Callable[[Mapping[str, Any]], bool]) -> None:
+        counts[task] += 1
+        for record in records:
+            pairs.append((task, record.get("main_metric")))
+            if ok(record):
+                succeeded.add(task)
+
+    for run in runs.searches:
+        task = str(json.loads((run / "search.json").read_text())["config"]["task"]["name"])
+        note(task, ResultsStore(run / "results.jsonl").load(), is_success)
+    for run in runs.trainings:
+        record = json.loads((run / "results.json").read_text())
+        note(str(record.get("task")), [record], has_test_score)
+    for r in retrainings:
+        note(str(r.record.get("task")), [r.record], has_test_score)
+    unsuccessful = {task: n for task, n in sorted(counts.items()) if task not in succeeded}
+    return TaskScan(names=TaskNames.of(pairs), unsuccessful=unsuccessful)
+
+
 @dataclass
 class Cell:
     """Reported (``metrics.test``) main-metric values of one configuration on one task (one per seed)."""
@@ -86,17 +132,21 @@ class Cell:
 
 
 def collect_cells(
-    runs: Runs, retrainings: Sequence[Retraining] | None = None
+    runs: Runs, retrainings: Sequence[Retraining] | None = None, names: TaskNames | None = None
 ) -> tuple[dict[str, dict[str, Cell]], dict[str, str]]:
     """``{configuration: {task: Cell}}`` from trainings and retrainings, and each task's metric.
 
     Args:
         runs: The found run directories.
         retrainings: Their retraining records with sources (loaded from ``runs`` if not given).
+        names: The report's task labels (from :func:`scan_tasks` if not given): a task name
+            scored with two metrics is two columns, never one.
 
     """
     if retrainings is None:
         retrainings = load_retrainings(runs.retrains, runs.searches)
+    if names is None:
+        names = scan_tasks(runs, retrainings).names
     named: list[tuple[str, Mapping[str, Any]]] = []
     for run in runs.trainings:
         record = json.loads((run / "results.json").read_text())
@@ -119,14 +169,15 @@ def collect_cells(
     for name, record in named:
         if len(protocols) > 1:
             name = f"{name} · protocol={record_scoring(record)[0]}"
-        _add(cells, metrics, name, record)
+        _add(cells, metrics, name, record, names)
     return cells, metrics
 
 
-def _add(cells: dict, metrics: dict[str, str], name: str, record: Mapping[str, Any]) -> None:
+def _add(cells: dict, metrics: dict[str, str], name: str, record: Mapping[str, Any], names: TaskNames) -> None:
     if record.get("status") != "ok" or "metrics" not in record:
         return
-    task, metric = record["task"], record["main_metric"]
+    metric = record["main_metric"]
+    task = names.label(record["task"], metric)
     metrics[task] = metric
     cell = cells[name][task]
     seed = record.get("seed")

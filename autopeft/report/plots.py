@@ -25,6 +25,7 @@ from autopeft.runs.store import ResultsStore
 
 if TYPE_CHECKING:
     from autopeft.report.collect import Runs
+    from autopeft.report.identity import TaskNames
     from autopeft.report.series import FullFidelityPanel, ProposalPoint, SearchPanel, SeriesPoint
     from autopeft.report.transfer import TransferCell
 
@@ -72,8 +73,8 @@ def _search_config(run: Path) -> dict[str, Any]:
     return json.loads((run / "search.json").read_text())["config"]
 
 
-def _search_label(config: Mapping[str, Any]) -> str:
-    return f"{config['search']['method']} · {config['task']['name']} · {config['space']['name']}"
+def _search_label(config: Mapping[str, Any], task: str | None = None) -> str:
+    return f"{config['search']['method']} · {task or config['task']['name']} · {config['space']['name']}"
 
 
 # ---------------------------------------------------------------------- fronts.png: search fronts
@@ -84,10 +85,12 @@ def plot_fronts(panels: Mapping[str, SearchPanel], path: Path) -> Path:
 
     Everything on this plot is a validation score at the search's fidelity (low: 1 epoch in the
     paper); single trainings at another fidelity are left out and counted in the panel's
-    subtitle (they are in ``fronts_full.png``, Figure 4 proper).
+    subtitle (they are in ``fronts_full.png``, Figure 4 proper). A panel with nothing to draw
+    (its searches had no successful evaluation and no training is overlaid) is left out; one whose
+    searches partly failed names them in its title.
     """
     plt = _pyplot()
-    tasks = sorted(panels)
+    tasks = sorted(t for t, panel in panels.items() if panel.drawable)
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6.2 * max(1, len(tasks)), 4.9), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=False):
         panel = panels[task]
@@ -120,6 +123,8 @@ def plot_fronts(panels: Mapping[str, SearchPanel], path: Path) -> Path:
             note = "▲: no single training with the search's schedule"
         if panel.left_out:
             note += f"\n{len(panel.left_out)} single training(s) at another fidelity left out (see fronts_full.png)"
+        if panel.unsuccessful:
+            note += f"\nno successful evaluation, so no front: {', '.join(panel.unsuccessful)}"
         ax.set_title(f"{task}: search fronts ({fidelity}, validation split)\n{note}", fontsize=9)
         ax.grid(alpha=0.3)
         if panel.fronts or panel.trainings:
@@ -247,15 +252,22 @@ def plot_fronts_full(panels: Mapping[str, FullFidelityPanel], path: Path) -> Pat
 # ---------------------------------------------------------------------- hypervolume traces
 
 
-def plot_hypervolume(runs: Runs, path: Path) -> Path:
+def plot_hypervolume(runs: Runs, path: Path, names: TaskNames | None = None) -> Path:
     """Hypervolume against evaluations, mean ± sd over seeds of each (method, task, space, axis).
 
     Each search's hypervolume is on its own parameter axis (``search.param_objective``, saved
     with its floor in ``search.json``; a run without it is on the linear axis), and searches on
-    different axes are never averaged together.
+    different axes are never averaged together; nor are searches of a task name scored with two
+    metrics (``names``: the task labels). A search without a successful evaluation has no
+    hypervolume and no line.
     """
     plt = _pyplot()
     import torch
+
+    from autopeft.report.collect import scan_tasks
+
+    if names is None:
+        names = scan_tasks(runs).names
 
     groups: dict[str, list[list[float]]] = defaultdict(list)
     labels: set[str] = set()
@@ -264,14 +276,16 @@ def plot_hypervolume(runs: Runs, path: Path) -> Path:
         config = manifest["config"]
         axis = ParamAxis.from_json(manifest.get("param_objective"))
         records = ResultsStore(run / "results.jsonl").load()
+        metric = next((r["main_metric"] for r in records if r.get("main_metric")), None)
+        task = names.label(config["task"]["name"], metric)
         acquisition = config["search"].get("acquisition") or {}
         # An enumerated search takes its reference from every configuration, as the loop does.
         enumerated = bool(records) and records[0].get("phase") == "enumeration"
         design = len(records) if enumerated else config["search"]["n_init"]
         ref = search_reference(records, parse_ref_point(acquisition.get("ref_point")), design, axis)
         trace = [math.nan if v is None else v for v in hypervolume_trace(records, ref, axis)]
-        if trace:
-            groups[f"{_search_label(config)} · {axis.label}"].append(trace)
+        if trace and not all(math.isnan(v) for v in trace):
+            groups[f"{_search_label(config, task)} · {axis.label}"].append(trace)
             labels.add(axis.label)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, traces in groups.items():

@@ -14,7 +14,8 @@ from typing import Any
 from autopeft.bo.pareto import is_success
 from autopeft.data.protocol import record_scoring, scores_label
 from autopeft.io import csv_text
-from autopeft.report.collect import Fidelity, Runs, has_test_score
+from autopeft.report.collect import Fidelity, Runs, has_test_score, scan_tasks
+from autopeft.report.identity import TaskNames
 from autopeft.report.transfer import (
     Retraining,
     load_retrainings,
@@ -34,6 +35,7 @@ class SearchPanel:
         trainings: Single trainings (``results.json`` records) of the task at one of the
             searches' fidelities (:meth:`Fidelity.same_schedule`), overlaid as ▲.
         left_out: Single trainings of the task at another fidelity: not on this plot.
+        unsuccessful: The run names of its searches without a successful evaluation (no front).
 
     """
 
@@ -43,36 +45,52 @@ class SearchPanel:
     fronts: list[tuple[str, list[Mapping[str, Any]]]] = field(default_factory=list)
     trainings: list[Mapping[str, Any]] = field(default_factory=list)
     left_out: list[Mapping[str, Any]] = field(default_factory=list)
+    unsuccessful: list[str] = field(default_factory=list)
+
+    @property
+    def drawable(self) -> bool:
+        """Whether the panel has anything to draw: a front point or an overlaid training."""
+        return any(front for _, front in self.fronts) or bool(self.trainings)
 
 
-def search_front_series(runs: Runs) -> dict[str, SearchPanel]:
+def _search_metric(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """A search's main metric, from its records (failed evaluations do not record one)."""
+    return next((r["main_metric"] for r in records if r.get("main_metric")), None)
+
+
+def search_front_series(runs: Runs, names: TaskNames | None = None) -> dict[str, SearchPanel]:
     """Per searched task, the data of ``fronts.png`` (tasks without a search have no panel).
 
     A search scores configurations on the validation split at low fidelity, so a single
     training is overlaid only when it trained with a search's schedule; its ``score`` (best
     validation main metric) is then the same quantity as the front's. Trainings at another
-    fidelity are listed in ``left_out``; they are in ``fronts_full.png``.
+    fidelity are listed in ``left_out``; they are in ``fronts_full.png``. Panels are keyed by
+    the task's label (``names``, from :func:`~autopeft.report.collect.scan_tasks` if not given),
+    so a task name scored with two metrics is two panels.
     """
     from autopeft.runs.front import front_records
 
+    if names is None:
+        names = scan_tasks(runs).names
     panels: dict[str, SearchPanel] = {}
     for run in runs.searches:
         config = json.loads((run / "search.json").read_text())["config"]
         records = ResultsStore(run / "results.jsonl").load()
-        task = config["task"]["name"]
+        main = _search_metric(records)
+        task = names.label(config["task"]["name"], main)
         panel = panels.setdefault(task, SearchPanel(task=task))
         fidelity = Fidelity.of(config.get("fidelity"))
         if fidelity not in panel.fidelities:
             panel.fidelities.append(fidelity)
-        panel.fronts.append(
-            (f"{config['search']['method']} · {config['space']['name']} ({run.name})", front_records(records))
-        )
-        main = next((r["main_metric"] for r in records if r.get("main_metric")), None)
+        front = front_records(records)
+        panel.fronts.append((f"{config['search']['method']} · {config['space']['name']} ({run.name})", front))
+        if not front:
+            panel.unsuccessful.append(run.name)
         if main:
             panel.metric = main
     for run in runs.trainings:
         record = json.loads((run / "results.json").read_text())
-        panel = panels.get(record.get("task"))
+        panel = panels.get(names.label(str(record.get("task")), record.get("main_metric")))
         if panel is None or record.get("status") != "ok" or not isinstance(record.get("score"), int | float):
             continue
         fidelity = Fidelity.of(record.get("fidelity"))
@@ -195,7 +213,9 @@ def autopeft_label(retraining: Retraining) -> str:
     return label + extra
 
 
-def full_fidelity_series(runs: Runs, retrainings: Sequence[Retraining] | None = None) -> dict[str, FullFidelityPanel]:
+def full_fidelity_series(
+    runs: Runs, retrainings: Sequence[Retraining] | None = None, names: TaskNames | None = None
+) -> dict[str, FullFidelityPanel]:
     """Per task, the data of ``fronts_full.png``: held-out scores, mean ± sd over seeds.
 
     Rules:
@@ -213,9 +233,12 @@ def full_fidelity_series(runs: Runs, retrainings: Sequence[Retraining] | None = 
       Records at another fidelity are counted in ``left_out`` and not drawn, so no panel mixes a
       1-epoch score with a 20-epoch one.
     - A seed trained twice (two run directories) counts once.
+    - A panel is one task label (``names``): a task name scored with two metrics is two panels.
     """
     if retrainings is None:
         retrainings = load_retrainings(runs.retrains, runs.searches)
+    if names is None:
+        names = scan_tasks(runs, retrainings).names
     entries: list[tuple[str, str, str, Mapping[str, Any]]] = []  # (kind, group, name, record)
     for run in runs.trainings:
         record = json.loads((run / "results.json").read_text())
@@ -232,8 +255,9 @@ def full_fidelity_series(runs: Runs, retrainings: Sequence[Retraining] | None = 
     by_panel: dict[tuple[str, str], list[tuple[str, str, str, Mapping[str, Any]]]] = defaultdict(list)
     for entry in entries:
         record = entry[3]
-        title = record["task"] if len(backbones) <= 1 else f"{record['task']} · {record.get('backbone') or '?'}"
-        by_panel[(title, record["task"])].append(entry)
+        task = names.label(record["task"], record["main_metric"])
+        title = task if len(backbones) <= 1 else f"{task} · {record.get('backbone') or '?'}"
+        by_panel[(title, task)].append(entry)
     panels: dict[str, FullFidelityPanel] = {}
     for (title, task), group in sorted(by_panel.items()):
         schedules: dict[tuple[int, int], list[Fidelity]] = defaultdict(list)
@@ -302,27 +326,28 @@ class ProposalPoint:
     fallback: bool = False
 
 
-def proposal_points(searches: Sequence[Path]) -> dict[str, list[ProposalPoint]]:
+def proposal_points(searches: Sequence[Path], names: TaskNames | None = None) -> dict[str, list[ProposalPoint]]:
     """Every successful evaluation of every search, by panel, the shared initial design once.
 
     Searches of different methods on one task with the same seed and ``n_init`` evaluate the same
     initial design (:func:`autopeft.bo.searchers.initial_design`), so initial points are kept once
     per panel and configuration. Records without a ``phase`` (written before it was logged) count
-    as initial when their index is below ``n_init``.
+    as initial when their index is below ``n_init``. A panel is one task label (``names``): a
+    task name scored with two metrics is two panels.
     """
     configs = {run: json.loads((run / "search.json").read_text())["config"] for run in searches}
+    stores = {run: ResultsStore(run / "results.jsonl").load() for run in searches}
+    if names is None:
+        names = TaskNames.of((c["task"]["name"], _search_metric(stores[run])) for run, c in configs.items())
     backbones = {c["backbone"]["name"] for c in configs.values()}
     points: dict[str, list[ProposalPoint]] = defaultdict(list)
     seen_initial: set[tuple[str, str]] = set()
     for run, config in configs.items():
         method = config["search"]["method"]
         n_init = int(config["search"].get("n_init") or 0)
-        panel = (
-            config["task"]["name"]
-            if len(backbones) == 1
-            else f"{config['task']['name']} · {config['backbone']['name']}"
-        )
-        for record in ResultsStore(run / "results.jsonl").load():
+        task = names.label(config["task"]["name"], _search_metric(stores[run]))
+        panel = task if len(backbones) == 1 else f"{task} · {config['backbone']['name']}"
+        for record in stores[run]:
             if not is_success(record):
                 continue
             phase = record.get("phase") or ("init" if record["index"] < n_init else method)

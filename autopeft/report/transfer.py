@@ -42,6 +42,7 @@ from typing import Any
 from autopeft.data.protocol import record_scoring, scores_caption
 from autopeft.experiments.retrain import RETRAIN_RECORD_KEYS
 from autopeft.io import csv_text
+from autopeft.report.identity import TaskNames
 from autopeft.runs.store import ResultsStore
 
 log = logging.getLogger("autopeft.report")
@@ -288,13 +289,20 @@ def _selection_score(records: Sequence[Mapping[str, Any]]) -> float:
     return statistics.mean(r["metrics"]["test"][metric] for r in records)
 
 
-def transfer_cells(retrainings: Sequence[Retraining]) -> list[TransferCell]:
-    """One :class:`TransferCell` per (source search, target task), by the module docstring's rule."""
+def transfer_cells(retrainings: Sequence[Retraining], names: TaskNames | None = None) -> list[TransferCell]:
+    """One :class:`TransferCell` per (source search, target task), by the module docstring's rule.
+
+    A target task is a task label (``names``, from the retrainings if not given): a task name
+    scored with two metrics is two columns, never one.
+    """
+    if names is None:
+        names = TaskNames.of((r.record.get("task"), r.record.get("main_metric")) for r in retrainings)
     groups: dict[tuple[str, str], dict[str, list[Retraining]]] = defaultdict(lambda: defaultdict(list))
     for r in retrainings:
         if r.source is None or r.label is None or not _is_ok(r.record):
             continue
-        seeds = groups[(r.label, r.record["task"])][r.record["choice"]]
+        target = names.label(r.record["task"], r.record["main_metric"])
+        seeds = groups[(r.label, target)][r.record["choice"]]
         if any(s.record.get("seed") == r.record.get("seed") for s in seeds):
             continue  # the same seed retrained twice (two retraining runs): count it once
         seeds.append(r)

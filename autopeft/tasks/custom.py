@@ -1,42 +1,63 @@
-"""A task from the user's own files: its type, classes, columns and metrics, inferred and checked."""
+"""A task from the user's own files: its name, type, classes, columns and metrics, inferred and checked.
+
+A custom task's identity is its ``task.name``: it names run directories and W&B runs, and keeps
+report tables and plots of different datasets apart. By default it is derived from the data
+(:func:`derived_task_name`: the training file's stem, or its folder's name for a file called
+``train.csv`` and the like, or the hub dataset's name and subset).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autopeft.data.reading import Table, load_tables, resolve_path
+from autopeft.data.reading import _COMPRESSION, EXTENSIONS, Table, load_tables, resolve_path
 from autopeft.data.rows import (
     announce_once,
+    apply_exclude_labels,
     apply_missing_text,
     as_number,
     canonical_label,
     check_columns,
     check_labels_present,
+    class_counts,
     class_labels,
+    exclusion_values,
+    headerless_hint,
     numeric_labels,
     quoted,
 )
 from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
-from autopeft.tasks.spec import CUSTOM_TASK, FILE_FORMATS, MISSING_TEXT_POLICIES, SPLIT_KEYS, TaskSpec, validate_spec
+from autopeft.tasks.spec import (
+    CUSTOM_TASK,
+    FILE_FORMATS,
+    MISSING_TEXT_POLICIES,
+    SPLIT_KEYS,
+    TaskSpec,
+    validate_spec,
+)
 
-#: The keys of ``conf/task/custom.yaml``, with their defaults.
+#: The keys of ``conf/task/custom.yaml``, with their defaults (``name``: derived from the data).
 CUSTOM_DEFAULTS: dict[str, Any] = {
-    "name": CUSTOM_TASK,
+    "name": None,
     "train": None,
     "validation": None,
     "test": None,
     "hub": None,
     "subset": None,
     "format": "auto",
+    "header": True,
+    "columns": None,
     "text": None,
     "label": "label",
     "type": "auto",
     "label_names": None,
+    "exclude_labels": None,
     "metrics": "auto",
     "main_metric": "auto",
     "missing_text": "refuse",
@@ -47,6 +68,100 @@ CUSTOM_DEFAULTS: dict[str, Any] = {
 
 
 CUSTOM_TYPES = ("auto", "classification", "regression")
+
+
+#: A task name: it becomes part of run directory names, report columns and W&B names.
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+#: File stems that say which split a file is, not which data: the folder names the data instead.
+GENERIC_STEMS = frozenset({"train", "training", "trn", "data", "dataset", "all", "full"})
+
+
+def _file_stem(path: Path) -> str:
+    """``reviews`` of ``reviews.csv.gz``: the name without a compression suffix and a data extension."""
+    name = path.name
+    for suffix in (_COMPRESSION, tuple(EXTENSIONS)):
+        for ext in suffix:
+            if name.lower().endswith(ext) and len(name) > len(ext):
+                name = name[: -len(ext)]
+                break
+    return name
+
+
+def derived_task_name(train: Any = None, hub: Any = None, subset: Any = None, builtin: Collection[str] = ()) -> str:
+    """A custom task's default name, from where its data come from (no file is read).
+
+    ``docs/examples/reviews/train.jsonl`` -> ``reviews`` (a generic stem such as ``train`` gives
+    way to the folder's name), ``data/scores.parquet`` -> ``scores``, hub ``nyu-mll/glue`` subset
+    ``rte`` -> ``glue_rte``. Characters a run directory name should not hold become ``_``; a
+    name that is a built-in task's gets ``_custom`` appended, so the two stay apart in reports;
+    without any data the name is ``custom``.
+
+    Args:
+        train: ``task.train`` (a file path), or None.
+        hub: ``task.hub`` (a dataset id), or None.
+        subset: ``task.subset``, or None.
+        builtin: The built-in task names a derived name must not take.
+
+    """
+    if isinstance(hub, str) and hub.strip():
+        name = hub.strip().rstrip("/").rsplit("/", 1)[-1]
+        if isinstance(subset, str) and subset.strip():
+            name = f"{name}_{subset.strip()}"
+    elif isinstance(train, str) and train.strip():
+        path = Path(train.strip())
+        name = _file_stem(path)
+        folder = path.parent.name
+        if name.lower() in GENERIC_STEMS and folder not in ("", ".", ".."):
+            name = folder
+    else:
+        return CUSTOM_TASK
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("._+-")[:64] or CUSTOM_TASK
+    return f"{name}_custom" if name in builtin else name
+
+
+def _task_name(cfg: Mapping[str, Any], builtin: Collection[str]) -> str:
+    """``task.name`` when given (checked), else :func:`derived_task_name` of the data."""
+    name = cfg["name"]
+    if name is None:
+        return derived_task_name(cfg["train"], cfg["hub"], cfg["subset"], builtin)
+    if not isinstance(name, str) or not TASK_NAME.match(name):
+        raise ConfigError(
+            f"task.name={name!r} must be a short name of letters, digits, '_', '-', '.' or '+' (it names run "
+            "directories, report columns and plot panels), e.g. task.name=my_reviews; null: derived from the data"
+        )
+    if name in builtin:
+        raise ConfigError(
+            f"task.name={name!r} is the name of a built-in task; a custom task needs a name of its own, so reports "
+            f"keep the two apart, e.g. task.name={name}_custom"
+        )
+    return name
+
+
+def _header(cfg: Mapping[str, Any]) -> tuple[bool, tuple[str, ...] | None]:
+    """``task.header`` and ``task.columns``, checked against each other."""
+    header, columns = cfg["header"], cfg["columns"]
+    if not isinstance(header, bool):
+        raise ConfigError(
+            f"task.header={header!r} must be true (the first line of a CSV/TSV file names its columns) or false "
+            "(the file has no header row: name its columns with task.columns=[...])"
+        )
+    if columns is None:
+        return header, None
+    if header:
+        raise ConfigError(
+            f"task.columns={columns!r} names the columns of a file without a header row: set task.header=false "
+            "with it (with a header row, task.text and task.label name its columns)"
+        )
+    if isinstance(columns, str) or not isinstance(columns, list | tuple) or not columns:
+        raise ConfigError(f"task.columns must be a list of column names, in order, got {columns!r}")
+    if not all(isinstance(c, str) and c.strip() for c in columns):
+        raise ConfigError(f"task.columns={list(columns)!r} must name every column with a non-empty string")
+    twice = [c for c in dict.fromkeys(columns) if list(columns).count(c) > 1]
+    if twice:
+        raise ConfigError(f"task.columns={list(columns)!r} names {quoted(twice)} twice; each column needs its own name")
+    return header, tuple(columns)
 
 
 DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1", "matthews"), "regression": ("spearman", "pearson")}
@@ -113,35 +228,43 @@ def _splits(cfg: Mapping[str, Any]) -> dict[str, str | None]:
     return {key: None if cfg[key] is None else str(resolve_path(cfg[key], key)) for key in SPLIT_KEYS}
 
 
-def custom_task_spec(node: Mapping[str, Any]) -> TaskSpec:
+def custom_task_spec(node: Mapping[str, Any], builtin: Collection[str] = ()) -> TaskSpec:
     """Build the :class:`TaskSpec` of a user task from its config node, reading and checking its data.
 
     Args:
         node: The ``task`` node: keys of :data:`CUSTOM_DEFAULTS` (missing ones take the defaults).
+        builtin: The built-in task names (a user task's name must differ from them).
 
     Raises:
-        ConfigError: On an unknown key or value, a missing or unparsable file, an unknown
-            column, missing text (with ``missing_text=refuse``), empty or single-class training
-            data, validation/test labels that training lacks, or non-numeric regression labels.
+        ConfigError: On an unknown key or value, a bad ``task.name``, a missing or unparsable
+            file, a headerless file without ``task.columns`` (or one that does not fit), an
+            unknown column (saying so when a header row looks like data), missing text (with
+            ``missing_text=refuse``), empty or single-class training data, validation/test labels
+            that training lacks, or non-numeric regression labels.
 
     """
     check_known_keys(node, CUSTOM_DEFAULTS, "task")
     cfg = {**CUSTOM_DEFAULTS, **node}
+    name = _task_name(cfg, builtin)
     kind = _choice(cfg, "type", CUSTOM_TYPES)
     policy = _choice(cfg, "missing_text", MISSING_TEXT_POLICIES)
     fmt = _choice(cfg, "format", ("auto", *FILE_FORMATS))
     fmt = None if fmt == "auto" else fmt
+    header, names_given = _header(cfg)
+    excluded = exclusion_values(cfg["exclude_labels"])
     label = cfg["label"]
     if not isinstance(label, str) or not label:
         raise ConfigError(f"task.label must name the label column, got {label!r}")
     splits = _splits(cfg)
+    read = {"hub": cfg["hub"], "subset": cfg["subset"], "fmt": fmt, "label": label, "header": header}
     if cfg["text"] is None:
         train_only = {"train": splits["train"]}
-        tables = load_tables(train_only, hub=cfg["hub"], subset=cfg["subset"], fmt=fmt, columns=(), label=label)
+        tables = load_tables(train_only, columns=(), names=names_given, **read)
         columns = list(tables["train"].frame.columns)
         raise ConfigError(
             "task.text is not set: name the text column, or two for sentence pairs "
             f"(task.text=[first,second]); available columns: {allowed_list(columns)}"
+            f"{headerless_hint(tables['train'])}"
         )
     text = _text_columns(cfg["text"])
     if label in text:
@@ -152,7 +275,7 @@ def custom_task_spec(node: Mapping[str, Any]) -> TaskSpec:
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
             raise ConfigError(f"task.{key} must be a number strictly between 0 and 1, got {frac!r}")
 
-    tables = load_tables(splits, hub=cfg["hub"], subset=cfg["subset"], fmt=fmt, columns=[*text, label], label=label)
+    tables = load_tables(splits, columns=[*text, label], names=names_given, **read)
     train = tables["train"]
     check_columns(tables, text, label)
     if train.frame.empty:
@@ -161,7 +284,14 @@ def custom_task_spec(node: Mapping[str, Any]) -> TaskSpec:
     train = tables["train"]
     if train.frame.empty:
         raise ConfigError(f"the {train.where} has no rows left after dropping rows with missing text")
-    check_labels_present(tables, label)
+    tables = apply_exclude_labels(tables, label, excluded)
+    train = tables["train"]
+    if train.frame.empty:
+        raise ConfigError(
+            f"the {train.where} has no rows left after dropping the labels task.exclude_labels lists "
+            f"({quoted(excluded)})"
+        )
+    check_labels_present(tables, label, excluded)
     if kind == "auto":
         kind = _infer_type(train, label)
 
@@ -175,11 +305,13 @@ def custom_task_spec(node: Mapping[str, Any]) -> TaskSpec:
                 f"every label of the {train.where} is {values['train'][0]:g}: there is nothing to regress on"
             )
         num_labels = 1
-        classes_note = f"regression on {label!r}"
+        classes_note = counts_note = f"regression on {label!r}"
     else:
-        names = _class_names(cfg, tables, label)
+        names = _class_names(cfg, tables, label, excluded)
         num_labels = len(names)
         classes_note = f"classification, {num_labels} classes {list(names)}"
+        # Each class's training rows, in label-id order: a stray class ('-', 'unknown') shows at once.
+        counts_note = f"classification, {num_labels} classes {class_counts(names, class_labels(train, label))}"
 
     metrics = cfg["metrics"]
     metrics = DEFAULT_METRICS[kind] if metrics == "auto" else (metrics,) if isinstance(metrics, str) else metrics
@@ -190,7 +322,7 @@ def custom_task_spec(node: Mapping[str, Any]) -> TaskSpec:
         f"User task from {cfg['hub'] if source == 'hub' else Path(str(splits['train'])).name}: {classes_note}."
     )
     spec = TaskSpec(
-        name=CUSTOM_TASK,
+        name=name,
         benchmark="custom",
         description=description,
         source=source,
@@ -208,11 +340,14 @@ def custom_task_spec(node: Mapping[str, Any]) -> TaskSpec:
         label_names=names,
         missing_text=policy,
         file_format=fmt,
+        header=header,
+        columns=names_given,
+        exclude_labels=excluded,
     )
     validate_spec(spec)
     carved = [key for key in ("validation", "test") if splits[key] is None]
     announce_once(
-        f"task custom: {classes_note}, text {list(text)}, metrics {list(metrics)} (main {main}); "
+        f"task {name}: {counts_note}, text {list(text)}, metrics {list(metrics)} (main {main}); "
         f"rows: {', '.join(f'{k} {len(t.frame)}' for k, t in tables.items())}"
         + (f"; {' and '.join(carved)} carved from train" if carved else ""),
         logging.INFO,
@@ -220,8 +355,13 @@ def custom_task_spec(node: Mapping[str, Any]) -> TaskSpec:
     return spec
 
 
-def _class_names(cfg: Mapping[str, Any], tables: Mapping[str, Table], label: str) -> tuple[str, ...]:
-    """The classes in label-id order, after checking train has two and the other splits no new ones."""
+def _class_names(
+    cfg: Mapping[str, Any], tables: Mapping[str, Table], label: str, excluded: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """The classes in label-id order, after checking train has two and the other splits no new ones.
+
+    A hub ``ClassLabel``'s names keep their order, less the ones ``excluded`` drops.
+    """
     train = tables["train"]
     seen = class_labels(train, label)
     distinct = list(dict.fromkeys(seen))
@@ -235,6 +375,12 @@ def _class_names(cfg: Mapping[str, Any], tables: Mapping[str, Table], label: str
         if isinstance(given, str) or not isinstance(given, (list, tuple)):
             raise ConfigError(f"task.label_names must be a list of class names, got {given!r}")
         names = tuple(canonical_label(v) for v in given)
+        dropped = [v for v in names if v in excluded]
+        if dropped:
+            raise ConfigError(
+                f"task.label_names lists {quoted(dropped)}, which task.exclude_labels drops; list only the classes "
+                "to train on"
+            )
         unknown = [v for v in distinct if v not in names]
         if unknown:
             raise ConfigError(
@@ -242,7 +388,7 @@ def _class_names(cfg: Mapping[str, Any], tables: Mapping[str, Table], label: str
                 f"task.label_names: {allowed_list(names)}"
             )
     elif train.class_names is not None:
-        names = train.class_names
+        names = tuple(v for v in train.class_names if v not in excluded)
     else:
         names = tuple(_sorted_classes(distinct))
     known = set(distinct)

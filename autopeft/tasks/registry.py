@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
-from autopeft.tasks.spec import CUSTOM_TASK, GLUE_PATH, SUPERGLUE_PATH, TaskSpec, validate_spec
+from autopeft.tasks.spec import CUSTOM_DATA_KEYS, CUSTOM_TASK, GLUE_PATH, SUPERGLUE_PATH, TaskSpec, validate_spec
 
 
 def resources_dir() -> Path:
@@ -251,7 +251,15 @@ def get_task(name: str) -> TaskSpec:
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TaskSpec))
 
 
-_TUPLE_FIELDS = ("text_columns", "metrics", "choice_columns", "text_template", "label_names")
+_TUPLE_FIELDS = (
+    "text_columns",
+    "metrics",
+    "choice_columns",
+    "text_template",
+    "label_names",
+    "columns",
+    "exclude_labels",
+)
 
 
 def _to_plain(value: Any) -> Any:
@@ -284,10 +292,12 @@ def task_from_config(cfg: Mapping[str, Any]) -> TaskSpec:
     Args:
         cfg: ``{"name": <registry name>}`` plus optional overrides of any other TaskSpec
             field, e.g. ``{"name": "rte", "dev_fraction": 0.2}``; or a user task
-            ``{"name": "custom", "train": <file>, "text": [...], ...}`` (the keys of
-            ``conf/task/custom.yaml``), whose data are read and checked here (see
+            ``{"name": <its name>, "train": <file>, "text": [...], ...}`` (the keys of
+            ``conf/task/custom.yaml``; one of :data:`~autopeft.tasks.spec.CUSTOM_DATA_KEYS`, or the
+            name ``custom``, marks it), whose data are read and checked here (see
             :func:`autopeft.tasks.custom.custom_task_spec`); or a resolved custom spec
-            (``TaskSpec.to_dict()`` of one, as exports store it), rebuilt without its data.
+            (``TaskSpec.to_dict()`` of one, ``benchmark: custom``, as exports store it), rebuilt
+            without its data.
 
     Raises:
         ConfigError: On a missing/unknown name, an unknown key or an invalid value; for
@@ -297,16 +307,19 @@ def task_from_config(cfg: Mapping[str, Any]) -> TaskSpec:
     cfg = _to_plain(cfg)
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"task config must be a mapping with a 'name' key, got {type(cfg).__name__}")
-    if cfg.get("name") == CUSTOM_TASK:
-        if cfg.get("benchmark") != "custom":
-            from autopeft.tasks.custom import custom_task_spec
-
-            return custom_task_spec(cfg)
+    if cfg.get("benchmark") == "custom":
         check_known_keys(cfg, _FIELD_NAMES, "task")
         fields = {k: _coerce_override(_CUSTOM_BASE, k, v) for k, v in cfg.items()}
         spec = dataclasses.replace(_CUSTOM_BASE, **fields)
         validate_spec(spec, TASKS)
         return spec
+    # A user task's node is recognised by its data keys: its name is its own (derived from the data).
+    # A resolved spec (it has ``benchmark``) of a built-in task holds ``header`` and the like too.
+    is_user_node = cfg.get("name") == CUSTOM_TASK or any(key in cfg for key in CUSTOM_DATA_KEYS)
+    if is_user_node and "benchmark" not in cfg:
+        from autopeft.tasks.custom import custom_task_spec
+
+        return custom_task_spec(cfg, TASKS)
     check_known_keys(cfg, _FIELD_NAMES, "task")
     if "name" not in cfg:
         raise ConfigError(f"task.name is missing; allowed tasks: {allowed_list([*TASKS, CUSTOM_TASK])}")

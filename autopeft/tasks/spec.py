@@ -56,8 +56,25 @@ MISSING_TEXT_POLICIES = ("refuse", "drop")
 FILE_FORMATS = ("csv", "tsv", "json", "parquet")
 
 
-#: The config name of user tasks built at run time (``conf/task/custom.yaml``).
+#: The config name of user tasks built at run time (``conf/task/custom.yaml``), and the name of
+#: one whose data name nothing else.
 CUSTOM_TASK = "custom"
+
+
+#: Keys only a user task's config node has (``conf/task/custom.yaml``): they mark a node to build
+#: from its data, whatever its ``name``.
+CUSTOM_DATA_KEYS = (
+    "train",
+    "validation",
+    "test",
+    "hub",
+    "format",
+    "header",
+    "columns",
+    "text",
+    "label",
+    "exclude_labels",
+)
 
 
 GLUE_PATH = "nyu-mll/glue"
@@ -104,6 +121,11 @@ class TaskSpec:
             training, with the count) or ``"drop"`` them (custom tasks).
         file_format: ``csv``, ``tsv``, ``json`` (JSON Lines) or ``parquet``; None: from each
             file's extension (``files`` sources).
+        header: CSV/TSV files of a user task start with a header row naming their columns;
+            False: they do not, and ``columns`` names them.
+        columns: The column names of headerless CSV/TSV files, in order (``header`` False only).
+        exclude_labels: Label values (class names as read, ``""`` for a missing label) whose
+            rows a user task drops before anything else looks at its labels.
 
     """
 
@@ -129,6 +151,9 @@ class TaskSpec:
     test_fraction: float = 0.1
     missing_text: str = "refuse"
     file_format: str | None = None
+    header: bool = True
+    columns: tuple[str, ...] | None = None
+    exclude_labels: tuple[str, ...] = ()
 
     # ``splits``/``label_map`` are dicts, which the generated hash would choke on; hash the
     # canonical JSON form instead so specs can still be set members or dict keys.
@@ -184,6 +209,14 @@ def _validate_basics(spec: TaskSpec, known_tasks: Collection[str] | None) -> Non
     _check_choice(spec, "missing_text", MISSING_TEXT_POLICIES)
     if spec.file_format is not None:
         _check_choice(spec, "file_format", FILE_FORMATS)
+    if not isinstance(spec.header, bool):
+        _fail(spec, "header", f"must be true or false, got {spec.header!r}")
+    if spec.header != (spec.columns is None):
+        _fail(spec, "columns", "names the columns of headerless files: it is set exactly when task.header is false")
+    if spec.columns is not None:
+        _check_str_tuple(spec, "columns", tuple(range(1, len(spec.columns) + 1)))
+    if not isinstance(spec.exclude_labels, tuple) or not all(isinstance(v, str) for v in spec.exclude_labels):
+        _fail(spec, "exclude_labels", f"must be a list of label values, got {spec.exclude_labels!r}")
     if spec.standin_for is not None and known_tasks is not None and spec.standin_for not in known_tasks:
         _fail(spec, "standin_for", f"is {spec.standin_for!r}; allowed: null or {allowed_list(known_tasks)}")
 

@@ -79,7 +79,14 @@ FULL = {"name": "full", "epochs": 20, "early_stopping_patience": 10}
 
 
 def _search_dir(
-    run: Path, task: str, method: str, records: list[dict], seed: int = 0, n_init: int = 2, fidelity: dict = LOW
+    run: Path,
+    task: str,
+    method: str,
+    records: list[dict],
+    seed: int = 0,
+    n_init: int = 2,
+    fidelity: dict = LOW,
+    metric: str = "accuracy",
 ) -> Path:
     run.mkdir(parents=True)
     config = {
@@ -100,12 +107,13 @@ def _search_dir(
             "status": "ok" if score is not None else "diverged",
             "score": score,
             "param_percent": percent,
-            "main_metric": "accuracy",
             "seconds": 0.1,
             "seed": seed,
         }
         if phase is not None:
             record["phase"] = phase
+        if score is not None:  # as the objective writes it: a failed evaluation has no metric
+            record["main_metric"] = metric
         lines.append(json.dumps(record))
     (run / "results.jsonl").write_text("\n".join(lines) + "\n")
     return run
@@ -137,7 +145,15 @@ def _retrain_dir(run: Path, task: str, rows: list[tuple], **extra: object) -> Pa
 
 
 def _training_dir(
-    run: Path, task: str, name: str, seed: int, test: float, percent: float, fidelity: dict = FULL, **peft: object
+    run: Path,
+    task: str,
+    name: str,
+    seed: int,
+    test: float,
+    percent: float,
+    fidelity: dict = FULL,
+    metric: str = "accuracy",
+    **peft: object,
 ) -> Path:
     """A ``mode=train`` run directory (``results.json``); its validation score is ``test - 0.05``."""
     run.mkdir(parents=True)
@@ -149,9 +165,9 @@ def _training_dir(
         "fidelity": fidelity,
         "seed": seed,
         "params": {"paper_percent": percent},
-        "metrics": {"validation": {"accuracy": test - 0.05}, "test": {"accuracy": test}},
+        "metrics": {"validation": {metric: test - 0.05}, "test": {metric: test}},
         "score": test - 0.05,
-        "main_metric": "accuracy",
+        "main_metric": metric,
     }
     (run / "results.json").write_text(json.dumps(record))
     return run
@@ -444,3 +460,91 @@ def test_pareto_staircase_keeps_the_non_dominated_points() -> None:
     ]
     assert [p.name for p in pareto_staircase(points)] == ["zero", "mid", "big"]
     assert pareto_staircase([]) == []
+
+
+# ---------------------------------------------------------------------- task identity, unsuccessful tasks
+
+
+def _png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")  # the IHDR chunk's width
+
+
+def test_one_task_name_scored_with_two_metrics_is_two_tasks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two custom datasets that both kept the name ``custom``: a regression search, a classification training."""
+    from autopeft.report.collect import scan_tasks
+    from autopeft.report.series import full_fidelity_series, proposal_points, search_front_series
+
+    root = tmp_path / "outputs"
+    _search_dir(
+        root / "search" / "scores",
+        "custom",
+        "bo",
+        [(8, 0.4, 0.1, "init"), (16, 0.5, 0.2, "init"), (4, 0.45, 0.05, "bo")],
+        metric="spearman",
+    )
+    # Trained like the search (1 epoch): before, it was overlaid on the Spearman panel.
+    _training_dir(root / "train" / "reviews_low", "custom", "sa", 0, 0.8, 0.9, fidelity=LOW)
+    _training_dir(root / "train" / "reviews", "custom", "lora", 0, 0.82, 0.3)
+    _training_dir(root / "train" / "scores", "custom", "lora", 0, 0.61, 0.3, metric="spearman")
+
+    with caplog.at_level(logging.WARNING, logger="autopeft.report"):
+        summary = build_report([root], tmp_path / "report")
+
+    assert summary["tasks"] == ["custom · accuracy", "custom · spearman"]
+    lora = next(row for row in summary["rows"] if row["configuration"] == "lora")
+    assert (lora["custom · accuracy"], lora["custom · spearman"]) == ("82.0", "61.0")
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "Metrics: custom · accuracy accuracy, custom · spearman spearman." in table
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "task 'custom' was scored with different metrics ('accuracy', 'spearman') in different runs: these are "
+        "different tasks, kept apart as 'custom · accuracy', 'custom · spearman'; give each custom task its own "
+        "task.name"
+    ]
+    runs = find_runs([root])
+    fronts = search_front_series(runs)
+    assert set(fronts) == {"custom · spearman"} and fronts["custom · spearman"].metric == "spearman"
+    assert fronts["custom · spearman"].trainings == []  # the accuracy training is another task
+    full = full_fidelity_series(runs)
+    assert {name: panel.metric for name, panel in full.items()} == {
+        "custom · accuracy": "accuracy",
+        "custom · spearman": "spearman",
+    }
+    assert set(proposal_points(runs.searches, scan_tasks(runs).names)) == {"custom · spearman"}
+
+
+def test_tasks_without_a_successful_evaluation_are_named_and_get_no_empty_panel(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from autopeft.report.series import search_front_series
+
+    only_a = tmp_path / "only_a"
+    _small_search(only_a / "search" / "a", "A")
+    build_report([only_a], tmp_path / "report_a")
+
+    root = tmp_path / "outputs"
+    _small_search(root / "search" / "a", "A")
+    _search_dir(root / "search" / "b", "B", "bo", [(8, None, 0.1, "init"), (16, None, 0.2, "init")])
+    diverged = root / "train" / "c"
+    diverged.mkdir(parents=True)
+    (diverged / "results.json").write_text(json.dumps({"status": "diverged", "task": "C", "peft": {"name": "sa"}}))
+
+    with caplog.at_level(logging.WARNING, logger="autopeft.report"):
+        summary = build_report([root], tmp_path / "report")
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "no successful evaluation of task(s) 'B', 'C' (B: 1 run, C: 1 run): nothing of theirs is in the tables and "
+        "plots"
+    ]
+    assert summary["unsuccessful_tasks"] == ["B", "C"] and summary["tasks"] == []
+    panels = search_front_series(find_runs([root]))
+    assert panels["B"].unsuccessful == ["b"] and not panels["B"].drawable and panels["A"].drawable
+    # fronts.png has A's panel only: as wide as the report of A alone.
+    assert _png_width(tmp_path / "report" / "fronts.png") == _png_width(tmp_path / "report_a" / "fronts.png")
+
+    # Nothing succeeded at all: no empty figure is written.
+    caplog.clear()
+    summary = build_report([root / "search" / "b"], tmp_path / "report_b")
+    assert not {"fronts", "hypervolume", "distribution"} & set(summary["files"])
+    assert "no successful evaluation of task(s) 'B' (B: 1 run)" in caplog.text

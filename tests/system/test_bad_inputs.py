@@ -10,6 +10,7 @@ directory is not created and existing files are left byte for byte as they were.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,7 +49,34 @@ DISPATCH_CASES: list[tuple[str, list[str], list[str]]] = [
     ),
     ("reference point not a number", ["search.acquisition.ref_point.score=high"], ["ref_point.score='high'"]),
     ("resume of a missing directory", ["resume=/nonexistent/run"], ["resume='/nonexistent/run' does not exist"]),
-    ("resume outside search", ["mode=train", "resume=/tmp"], ["resume= continues a search or a pipeline"]),
+    (
+        "resume outside search",
+        ["mode=train", "resume=/tmp"],
+        ["resume='/tmp'", "resume= continues a search or a pipeline"],
+    ),
+    # The top-level values: mode, resume, seed, output_root, and no other top-level key.
+    ("mode null", ["mode=null"], ["mode=null is not a mode", "allowed: 'search', 'retrain'"]),
+    ("seed not a number", ["seed=abc"], ["seed='abc' must be an integer >= 0"]),
+    ("negative seed", ["seed=-1"], ["seed=-1 must be an integer >= 0"]),
+    ("seed null", ["seed=null"], ["seed=null must be an integer >= 0"]),  # spelt as typed, not None/True
+    ("seed true", ["seed=true"], ["seed=true must be an integer >= 0"]),
+    ("resume true", ["resume=true"], ["resume=true is not a run directory", "resume=<run dir>", "resume=null"]),
+    ("resume a number", ["resume=3"], ["resume=3 is not a run directory", "resume=null (the default)"]),
+    ("resume empty", ["resume="], ["resume='' is empty", "resume=<run dir>"]),
+    ("resume of a file", [f"resume={ROOT / 'run.py'}"], ["run.py' is a file, not a run directory", "resume=<run dir>"]),
+    ("output root empty", ["output_root="], ["output_root='' names no folder", "output_root=<dir>", "outputs"]),
+    ("output root null", ["output_root=null"], ["output_root=null names no folder", "output_root=<dir>"]),
+    (
+        "output root a file",
+        [f"output_root={ROOT / 'run.py'}"],
+        ["run.py' is a file, not a folder", "output_root=<dir>"],
+    ),
+    ("unknown top-level key", ["+sed=1"], ["unknown top-level key 'sed'", "did you mean 'seed'", "'output_root'"]),
+    (
+        "unknown top-level group",
+        ["+tsak.name=rte"],
+        ["unknown top-level key 'tsak'", "did you mean 'task'", "'trainer'"],
+    ),
     ("zero workers", ["search.parallel.workers=0"], ["search.parallel.workers=0", "'auto'"]),
     ("unknown executor", ["search.parallel.executor=ray"], ["executor='ray'", "'process', 'submitit'"]),
     ("zero epochs", ["mode=train", "fidelity.epochs=0"], ["fidelity.epochs=0"]),
@@ -84,6 +112,67 @@ DATA_CASES: list[tuple[str, dict[str, str], list[str], list[str]]] = [
         {},
         ["task.text=text"],
         ["task.train: the file", "does not exist"],
+    ),
+    (
+        "headerless CSV read as if its first row were a header",
+        {"train.csv": "good film,pos\nbad film,neg\nfine film,pos\n"},
+        ["task.text=text"],
+        [
+            "has no column 'text'",
+            "available columns: 'good film', 'pos'",
+            "the first line looks like data, not a header",
+            "'pos' also occurs as a value",
+            "task.header=false task.columns=[...]",
+            "its 2 columns",
+        ],
+    ),
+    (
+        "headerless CSV of numbers read as if its first row were a header",
+        {"train.csv": "fine,0.5\npoor,1.5\ngood,2.5\n"},
+        ["task.text=text", "task.label=score"],
+        ["has no column 'text'", "its column name '0.5' is a number", "task.header=false task.columns=[...]"],
+    ),
+    (
+        "headerless CSV without its column names",
+        {"train.csv": "good film,pos\nbad film,neg\n"},
+        ["task.text=text", "task.header=false"],
+        ["task.header=false needs task.columns", "has 2 columns per row", "task.columns=[col1,col2]"],
+    ),
+    (
+        "column names that do not fit the file",
+        {"train.csv": "good film,pos\nbad film,neg\n"},
+        ["task.text=text", "task.header=false", "task.columns=[text]"],
+        ["task.columns names 1 column ('text')", "have 2 fields", "name every column, in order"],
+    ),
+    (
+        "column names for a file with a header row",
+        {"train.csv": "text,label\ngood film,pos\nbad film,neg\n"},
+        ["task.text=text", "task.columns=[text,label]"],
+        ["task.columns=['text', 'label'] names the columns of a file without a header row", "task.header=false"],
+    ),
+    (
+        "header that is not a boolean",
+        {"train.csv": "text,label\ngood film,pos\nbad film,neg\n"},
+        ["task.text=text", "task.header=maybe"],
+        ["task.header='maybe' must be true", "or false"],
+    ),
+    (
+        "excluded labels that are not a list of values",
+        {"train.csv": "text,label\ngood film,pos\nbad film,neg\n"},
+        ["task.text=text", "task.exclude_labels={a: 1}"],
+        ["task.exclude_labels={'a': 1} must be a list of label values", "task.exclude_labels=['-','']"],
+    ),
+    (
+        "custom task named like a built-in task",
+        {"train.csv": "text,label\ngood film,pos\nbad film,neg\n"},
+        ["task.text=text", "task.name=rte"],
+        ["task.name='rte' is the name of a built-in task", "task.name=rte_custom"],
+    ),
+    (
+        "custom task name that cannot name a run directory",
+        {"train.csv": "text,label\ngood film,pos\nbad film,neg\n"},
+        ["task.text=text", "task.name='my/reviews'"],
+        ["task.name='my/reviews' must be a short name of letters, digits", "e.g. task.name=my_reviews"],
     ),
 ]
 
@@ -234,6 +323,11 @@ SUBPROCESS_CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("unknown space", ["space=sa_pa_pt_layers"], 1, ["space/sa_pa_pt_layers", "sa_pa_pt_layer"]),
     ("misspelt key without +", ["search.n_inti=5"], 1, ["search.n_inti", "not in struct"]),
     ("unwritable output folder", ["output_root={file}/runs"], 2, ["output_root=", "is a file, not a folder"]),
+    ("empty output folder", ["output_root="], 2, ["error: output_root='' names no folder", "output_root=<dir>"]),
+    ("null output folder", ["output_root=null"], 2, ["error: output_root=null names no folder"]),
+    # Hydra would create a folder named True or ['a'] in the working directory.
+    ("boolean output folder", ["output_root=true"], 2, ["error: output_root=true names no folder"]),
+    ("list output folder", ["output_root=[a]"], 2, ["error: output_root=['a'] names no folder"]),
 ]
 
 
@@ -254,6 +348,37 @@ def test_what_hydra_checks_is_reported_without_a_traceback(
     for fragment in fragments:
         assert fragment in result.stderr, f"{fragment!r} missing from: {result.stderr}"
     assert not (tmp_path / "run").exists()
+    assert not [name for name in ("True", "None", "['a']") if (ROOT / name).exists()]
+
+
+def _top_level_runs(mode: str) -> set[str]:
+    """What ``/<mode>`` holds: where Hydra puts run directories when the output root is empty."""
+    top = Path("/") / mode
+    return {str(p) for p in top.rglob("*")} if top.is_dir() else set()
+
+
+@pytest.mark.parametrize(("argv", "env"), [(["output_root="], {}), ([], {"AUTOPEFT_OUTPUT_ROOT": ""})])
+def test_an_empty_output_root_is_refused_before_hydra_writes_at_the_top_of_the_disk(
+    argv: list[str], env: dict[str, str]
+) -> None:
+    before = _top_level_runs("params")
+    environ = {k: v for k, v in os.environ.items() if k != "AUTOPEFT_OUTPUT_ROOT"} | env
+    result = subprocess.run(
+        [sys.executable, "run.py", "mode=params", *argv],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    setting = "output_root=''" if argv else "$AUTOPEFT_OUTPUT_ROOT=''"
+    assert lines == [
+        f"error: {setting} names no folder; run output needs one: output_root=<dir> (default: outputs, "
+        "or $AUTOPEFT_OUTPUT_ROOT)"
+    ]
+    assert _top_level_runs("params") == before
 
 
 if __name__ == "__main__":  # print the first line of every error, for the notes

@@ -367,6 +367,177 @@ def test_missing_text_can_be_dropped(tmp_path: Path, caplog: pytest.LogCaptureFi
         task_from_config(custom(path, text="sentence", missing_text="keep"))
 
 
+# --------------------------------------------------------------------------- files without a header row
+
+
+def test_headerless_csv_and_tsv_read_with_named_columns(tmp_path: Path) -> None:
+    rows = [(_sentence(i), ("neg", "pos")[i % 2]) for i in range(20)]
+    csv_path = _write(tmp_path / "t.csv", "".join(f"{text},{label}\n" for text, label in rows))
+    spec = task_from_config(custom(csv_path, text="review", header=False, columns=["review", "stars"], label="stars"))
+    assert (spec.header, spec.columns, spec.label_names) == (False, ("review", "stars"), ("neg", "pos"))
+    raw = load_raw_splits(spec, data_seed=0)
+    # Line 1 is a row like any other: all 20 are there, none taken as column names.
+    assert sorted(p for split in raw.values() for p in split["review"]) == sorted(t for t, _ in rows)
+    # A resolved spec (as exports store it) still reads the file without a header.
+    rebuilt = task_from_config(json.loads(json.dumps(spec.to_dict())))
+    assert rebuilt == spec and sum(len(v) for v in load_raw_splits(rebuilt, 0).values()) == 20
+
+    # Line numbers count from the first row: with no header, the blank text is on line 2.
+    tsv = _write(tmp_path / "t.tsv", "a\tpos\n\tneg\nc\tpos\nd\tneg\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"1 of 4 rows of the train file .*t.tsv' has missing or empty text "
+        r"\(1 in 'text'; line 2\)",
+    ):
+        task_from_config(custom(tsv, text="text", header=False, columns=["text", "label"]))
+
+
+@pytest.mark.parametrize(
+    ("text", "fields", "pattern"),
+    [
+        ("a,pos\nb,neg\nc,pos\n", {"text": "text"}, r"'pos' also occurs as a value in that column"),
+        ("a,1.5\nb,2.5\nc,0.5\n", {"text": "text", "type": "regression"}, r"its column name '1.5' is a number"),
+        ("0,1\n1,0\n", {"text": "text"}, r"its column names '0', '1' are numbers"),
+        ("0,0\n1,1\n", {"text": "text"}, r"its column name '0' is a number"),  # not pandas' '0.1'
+        ("a,pos,pos\nb,neg,pos\n", {}, r"'pos' also occurs as a value"),  # pandas renames a repeat to pos.1
+    ],
+)
+def test_a_header_that_looks_like_data_is_named_with_the_settings(
+    tmp_path: Path, text: str, fields: dict, pattern: str
+) -> None:
+    path = _write(tmp_path / "t.csv", text)
+    with pytest.raises(
+        ConfigError,
+        match=rf"{pattern}[^)]*\): for a file without a header row set task.header=false "
+        r"task.columns=\[\.\.\.\] \(a name for each of its \d columns, in order\)",
+    ):
+        task_from_config(custom(path, **fields))
+
+
+def test_a_real_header_gets_no_headerless_hint(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.csv", "sentence,label\na,pos\nb,neg\n")
+    with pytest.raises(ConfigError) as info:
+        task_from_config(custom(path, text="text"))
+    assert "has no column 'text'" in str(info.value) and "task.header" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "pattern"),
+    [
+        (
+            "t.jsonl",
+            {"header": False, "columns": ["text", "label"]},
+            r"task.header=false is for CSV and TSV files, "
+            r"but the train file '.*t.jsonl' is read as json",
+        ),
+        ("t.csv", {"header": False, "columns": ["text", "text"]}, r"names 'text' twice"),
+        ("t.csv", {"header": False, "columns": "text"}, r"task.columns must be a list of column names"),
+    ],
+)
+def test_headerless_settings_are_checked(tmp_path: Path, name: str, fields: dict, pattern: str) -> None:
+    path = _write(tmp_path / name, '{"text": "a", "label": "pos"}\n' if name.endswith("jsonl") else "a,pos\n")
+    with pytest.raises(ConfigError, match=pattern):
+        task_from_config(custom(path, text="text", **fields))
+
+
+# --------------------------------------------------------------------------- labels that mean "no gold label"
+
+SNLI_LIKE = "text,label\n" + "".join(f"s{i},{('pos', 'neg', 'pos', '-', 'neg', '')[i % 6]}\n" for i in range(30))
+
+
+def test_excluded_labels_are_dropped_with_a_logged_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from autopeft.data import rows
+
+    path = _write(tmp_path / "snli.csv", SNLI_LIKE)
+    rows._ANNOUNCED.clear()
+    with caplog.at_level("INFO", logger="autopeft.custom"):
+        spec = task_from_config(custom(path, text="text", exclude_labels=["-", "", "unknown"], name="snli_like"))
+    assert spec.label_names == ("neg", "pos") and spec.exclude_labels == ("-", "", "unknown")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("task.exclude_labels: dropping 10 of 30 rows of the train file")
+        and "(label '': 5, '-': 5; lines 5, 7, 11, 13, 17 and 5 more)" in m
+        for m in messages
+    ), messages
+    assert any("no row has the label(s) 'unknown'" in m for m in messages)
+    summary = next(m for m in messages if m.startswith("task snli_like:"))
+    assert "classification, 2 classes {'neg': 10, 'pos': 10} (train rows)" in summary
+    raw = load_raw_splits(spec, data_seed=0)
+    assert sum(len(v) for v in raw.values()) == 20
+
+
+def test_missing_labels_name_the_exclusion_that_would_drop_them(tmp_path: Path) -> None:
+    path = _write(tmp_path / "snli.csv", SNLI_LIKE)
+    with pytest.raises(ConfigError, match=r"5 of 25 rows .* drop them with task.exclude_labels=\['-',''\]$"):
+        task_from_config(custom(path, text="text", exclude_labels=["-"]))
+    with pytest.raises(ConfigError, match=r"drop them with task.exclude_labels=\[''\]$"):
+        task_from_config(custom(path, text="text"))
+
+
+def test_a_stray_class_shows_with_its_row_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from autopeft.data import rows
+
+    path = _write(tmp_path / "snli.csv", SNLI_LIKE.replace(",\n", ",neg\n"))
+    rows._ANNOUNCED.clear()
+    with caplog.at_level("INFO", logger="autopeft.custom"):
+        spec = task_from_config(custom(path, text="text"))
+    assert spec.label_names == ("-", "neg", "pos")
+    assert "3 classes {'-': 5, 'neg': 15, 'pos': 10} (train rows)" in caplog.text
+
+
+def test_excluded_labels_work_for_numbers_and_regression(tmp_path: Path) -> None:
+    path = _write(tmp_path / "t.csv", "text,label\na,0.5\nb,n/a\nc,1.5\nd,-1\ne,2.25\n")
+    spec = task_from_config(custom(path, text="text", exclude_labels=["n/a", -1]))
+    assert spec.type == "regression" and spec.exclude_labels == ("n/a", "-1")
+    assert sum(len(v) for v in load_raw_splits(spec, 0).values()) == 3
+    with pytest.raises(ConfigError, match=r"task.label_names lists '-', which task.exclude_labels drops"):
+        task_from_config(
+            custom(
+                _write(tmp_path / "s.csv", SNLI_LIKE),
+                text="text",
+                exclude_labels=["-", ""],
+                label_names=["neg", "pos", "-"],
+            )
+        )
+    with pytest.raises(ConfigError, match=r"has no rows left after dropping the labels task.exclude_labels lists"):
+        task_from_config(custom(path, text="text", exclude_labels=["0.5", "n/a", "1.5", "-1", "2.25"]))
+
+
+# --------------------------------------------------------------------------- a custom task's name
+
+
+@pytest.mark.parametrize(
+    ("train", "hub", "subset", "name"),
+    [
+        ("docs/examples/reviews/train.jsonl", None, None, "reviews"),
+        ("data/scores.parquet", None, None, "scores"),
+        ("/x/my reviews.tsv.gz", None, None, "my_reviews"),
+        ("train.csv", None, None, "train"),
+        ("/data/rte/train.csv", None, None, "rte_custom"),  # never a built-in task's name
+        (None, "nyu-mll/glue", "rte", "glue_rte"),
+        (None, "imdb", None, "imdb"),
+        (None, None, None, "custom"),
+    ],
+)
+def test_task_name_is_derived_from_the_data(train: str | None, hub: str | None, subset: str | None, name: str) -> None:
+    from autopeft.tasks.custom import derived_task_name
+    from autopeft.tasks.registry import TASKS
+
+    assert derived_task_name(train, hub, subset, TASKS) == name
+
+
+def test_the_name_is_the_tasks_identity(pair_csv: Path, compose_cfg: Callable[..., DictConfig]) -> None:
+    node = custom(pair_csv, text=["premise", "hypothesis"], label="gold")
+    del node["name"]
+    assert task_from_config(node).name == "pairs"
+    assert task_from_config({**node, "name": "nli_pairs"}).name == "nli_pairs"
+    # task=custom on the command line: conf/task/custom.yaml derives the name, or takes the given one.
+    cfg = compose_cfg("task=custom", "task.train=docs/examples/nli/train.csv")
+    assert cfg.task.name == "nli"
+    assert compose_cfg("task=custom", "task.hub=nyu-mll/glue", "task.subset=rte").task.name == "glue_rte"
+    assert compose_cfg("task=custom", f"task.train={pair_csv}", "task.name=mine").task.name == "mine"
+
+
 def test_custom_needs_its_data() -> None:
     with pytest.raises(ConfigError, match=r"task=custom needs its training data: task.train=<file>"):
         task_from_config({"name": "custom", "text": "sentence"})
@@ -470,9 +641,15 @@ def test_search_on_a_custom_task_and_backbone_runs_end_to_end(tmp_path: Path, ti
     run_dir = tmp_path / "run"
     result = _run(_custom_args(tmp_path, train, tiny_encoder_dir, run_dir))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "### BO search: custom, custom, space autopeft" in result.stdout
-    assert "classification, 3 classes ['contradiction', 'entailment', 'neutral']" in result.stdout + result.stderr
+    # The task is named after its file (pairs.csv), the backbone is the custom one.
+    assert "### BO search: pairs, custom, space autopeft" in result.stdout
+    counts = "{'contradiction': 15, 'entailment': 45, 'neutral': 30} (train rows)"
+    assert f"task pairs: classification, 3 classes {counts}" in result.stdout + result.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert (
+        summary["task"] == "pairs"
+        and json.loads((run_dir / "search.json").read_text())["config"]["task"]["name"] == "pairs"
+    )
     assert summary["metric"] == "accuracy" and summary["state"]["evaluations"] == 4
     assert summary["space"]["num_layers"] == 3 and summary["space"]["hidden_size"] == 48
 
