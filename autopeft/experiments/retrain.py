@@ -507,7 +507,8 @@ def retrain(cfg: DictConfig, run_dir: Path, task: TaskSpec | None = None) -> lis
             wandb = job.settings.logger.wandb
             if wandb is not None:  # one W&B run per (configuration, seed)
                 changes["logger.wandb.name"] = f"{wandb.name or Path(run_dir).name}/{cell}"
-            record = train_and_evaluate(job.updated(changes), Path(run_dir) / "runs" / cell)
+            cell_job = job.updated(changes).from_origin(choice_origin(choice, settings))
+            record = train_and_evaluate(cell_job, Path(run_dir) / "runs" / cell)
             record.update(
                 choice=choice.name,
                 source=choice.source,
@@ -520,6 +521,29 @@ def retrain(cfg: DictConfig, run_dir: Path, task: TaskSpec | None = None) -> lis
             store.append(record)
             records.append(record)
     return records
+
+
+def choice_origin(choice: Choice, settings: RetrainSettings) -> dict[str, Any]:
+    """Where a retrained choice came from, as its export's ``provenance`` records it.
+
+    Returns:
+        ``search_run`` or ``configs_file``, ``select``, ``choice``, ``source``, ``search_index``
+        (the ``results.jsonl`` index of a search result, else None), ``search_score``,
+        ``search_task``, ``search_method`` and ``pick``.
+
+    """
+    return {
+        "search_run": settings.source,
+        "configs_file": settings.configs,
+        "select": settings.select,
+        "choice": choice.name,
+        "source": choice.source,
+        "search_index": _result_index(choice.source),
+        "search_score": choice.search_score,
+        "search_task": choice.search_task,
+        "search_method": choice.search_method,
+        "pick": choice.pick,
+    }
 
 
 def _check_same_choice(previous: Mapping[str, Any], choice: Choice, run_dir: Path) -> None:

@@ -13,6 +13,10 @@ from autopeft.errors import ConfigError
 #: Bump when the folder layout or a manifest field's meaning changes; loading refuses newer formats.
 #: 2 added ``peft.sa_placement`` and ``peft.adapter_init``; version 1 exports were trained with
 #: the serial adapter on the raw FFN output, so they load with the ``houlsby`` wiring.
+#: Fields and files added since without a bump, because no loader reads them and none changed
+#: meaning: the manifest's ``libraries`` (the other libraries' folders written, or why not),
+#: ``provenance`` and ``scores.protocol``/``scoring``, and the folders ``peft/``, ``adapters/``
+#: and the model card ``README.md``; a version 2 export without them loads as before.
 EXPORT_FORMAT_VERSION = 2
 
 

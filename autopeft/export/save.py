@@ -1,10 +1,20 @@
-"""Writing a trained configuration's export folder (manifest plus PEFT and head weights)."""
+"""Writing a trained configuration's export folder.
+
+The folder holds AutoPEFT's own files (``autopeft.json``, the weights), a folder per other
+library that can express the configuration (``peft/``, ``adapters/``: see
+:mod:`autopeft.export.peft_format` and :mod:`autopeft.export.adapters_format`) and the model
+card ``README.md`` (:mod:`autopeft.export.card`). A library that cannot express it gets one log
+line naming what it lacks, and the manifest's ``libraries`` records what was written and why not.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +23,8 @@ from omegaconf import DictConfig
 
 from autopeft.data.cache import tokenizer_fingerprint
 from autopeft.errors import ConfigError
+from autopeft.export.adapters_format import adapters_folder
+from autopeft.export.card import CARD_NAME, model_card
 from autopeft.export.format import (
     EXPORT_DIRNAME,
     EXPORT_FORMAT,
@@ -21,7 +33,9 @@ from autopeft.export.format import (
     frozen_fingerprint,
     library_versions,
 )
-from autopeft.io import atomic_write_bytes, atomic_write_json
+from autopeft.export.library import LibraryFolder, NotExpressible
+from autopeft.export.peft_format import peft_folder
+from autopeft.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from autopeft.settings import plain
 from autopeft.tasks.registry import default_label_names, task_from_config
 from autopeft.training.backbones import load_tokenizer
@@ -30,6 +44,8 @@ from autopeft.training.model import AutoPeftModel
 if TYPE_CHECKING:
     from autopeft.tasks.spec import TaskSpec
     from autopeft.training.train import TrainingJob
+
+log = logging.getLogger("autopeft.export")
 
 
 def _serialise(tensors: dict[str, torch.Tensor]) -> tuple[bytes, str, str]:
@@ -45,6 +61,51 @@ def _serialise(tensors: dict[str, torch.Tensor]) -> tuple[bytes, str, str]:
     return save(tensors), "safetensors", "weights.safetensors"
 
 
+def _previous_libraries(path: Path) -> dict[str, Any]:
+    """The ``libraries`` entry of the manifest already in ``path`` (empty when there is none)."""
+    try:
+        return dict(json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8")).get("libraries") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_libraries(
+    path: Path, builders: dict[str, Callable[[], LibraryFolder]], configuration: str
+) -> dict[str, dict[str, Any]]:
+    """Write each library's folder that can express the model; one log line for each that cannot.
+
+    A folder that an earlier export into ``path`` wrote and this one does not is removed, so
+    that no folder of another model stays beside this one's manifest.
+
+    Returns:
+        The manifest's ``libraries``: per library ``written``, and ``folder``, ``files`` and the
+        builder's details, or ``reason``.
+
+    """
+    previous = _previous_libraries(path)
+    out: dict[str, dict[str, Any]] = {}
+    for library, build in builders.items():
+        try:
+            folder = build()
+        except NotExpressible as err:
+            log.info(
+                "export %s: no %s folder: %s cannot express %s of %r; the AutoPEFT export holds all of it",
+                path,
+                library,
+                library,
+                err,
+                configuration,
+            )
+            out[library] = {"written": False, "reason": str(err)}
+            if (previous.get(library) or {}).get("written") and (path / library).is_dir():
+                shutil.rmtree(path / library)
+            continue
+        for name, data in folder.files.items():
+            atomic_write_bytes(path / library / name, data)
+        out[library] = {"written": True, "folder": library, "files": sorted(folder.files), **folder.details}
+    return out
+
+
 def save_export(
     model: AutoPeftModel,
     cfg: DictConfig | Mapping[str, Any],
@@ -55,6 +116,7 @@ def save_export(
     label_names: Sequence[str] | None = None,
     include_backbone: bool = False,
     task: TaskSpec | None = None,
+    origin: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` and what rebuilding it needs into the export folder ``path``.
 
@@ -70,6 +132,8 @@ def save_export(
             cannot be rebuilt from its config node (e.g. a random-weight backbone built
             without the run's seed); the file then holds the whole model.
         task: The task of ``cfg`` when the caller built it already.
+        origin: Where the configuration came from (:attr:`TrainingJob.origin`); stored, after
+            the run's ``mode``, as the manifest's ``provenance``.
 
     Returns:
         The export folder.
@@ -97,25 +161,48 @@ def save_export(
     data, fmt, filename = _serialise(tensors)
     atomic_write_bytes(path / filename, data)
     record = dict(record or {})
+    backbone = plain(cfg["backbone"])
+    head_dropout = float(cfg["trainer"]["head_dropout"])
+    libraries = _write_libraries(
+        path,
+        {
+            "peft": lambda: peft_folder(model, task, backbone),
+            "adapters": lambda: adapters_folder(model, task, names, head_dropout),
+        },
+        model.spec.describe(),
+    )
     manifest = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "configuration": model.spec.describe(),
-        "backbone": plain(cfg["backbone"]),
+        "backbone": backbone,
         "task": task.to_dict(),
         "peft": model.spec.to_dict(),
         "head": {
             "type": model.task_type,
             "num_labels": task.num_labels,
             "pooling": model.head.pooling,
-            "dropout": float(cfg["trainer"]["head_dropout"]),
+            "dropout": head_dropout,
         },
         "data": {"max_length": int(cfg["data"]["max_length"])},
         "label_names": names,
         "main_metric": task.main_metric,
-        "scores": {key: record.get(key) for key in ("score", "metrics", "best_epoch", "epochs_trained", "status")},
+        "scores": {
+            key: record.get(key)
+            for key in (
+                "score",
+                "metrics",
+                "best_epoch",
+                "epochs_trained",
+                "status",
+                "protocol",
+                "scoring",
+                "selected_on_reported_split",
+            )
+        },
         "params": record.get("params"),
+        "provenance": {"mode": str(cfg.get("mode") or "train"), **(origin or {})},
         # A random-weight backbone is rebuilt with the seed its run was built with.
         "seed": int(cfg["seed"]),
         "dtype": str(next(iter(params.values())).dtype).removeprefix("torch."),
@@ -129,7 +216,9 @@ def save_export(
         },
         "fingerprints": {"frozen_backbone": frozen_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer)},
         "versions": library_versions(),
+        "libraries": libraries,
     }
+    atomic_write_text(path / CARD_NAME, model_card(manifest))
     # The manifest goes last: it names the weights' checksum, so a run killed in between
     # leaves an export that fails loudly instead of one that loads stale weights.
     atomic_write_json(path / MANIFEST_NAME, manifest)
@@ -155,4 +244,6 @@ def export_run(
     if switch == "peft" and job.peft.get("full_finetune"):
         return None  # a full fine-tuning export is a whole model copy (440 MB for BERT-base) per run
     folder = Path(run_dir) / EXPORT_DIRNAME
-    return str(save_export(model, job.config, folder, record=record, tokenizer=tokenizer, task=job.task))
+    return str(
+        save_export(model, job.config, folder, record=record, tokenizer=tokenizer, task=job.task, origin=job.origin)
+    )

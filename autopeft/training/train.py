@@ -44,12 +44,16 @@ class TrainingJob:
         settings: The checked trainer, fidelity, data and logger settings and the seed.
         task: The task.
         config: The plain run config the job came from, saved in records, exports and W&B.
+        origin: Where the configuration came from, when a caller knows more than the config
+            says (``mode=retrain``: the search run, its evaluation index, the choice); the
+            export records it as its ``provenance``.
 
     """
 
     settings: TrainingSettings
     task: TaskSpec
     config: Mapping[str, Any]
+    origin: Mapping[str, Any] | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig | Mapping[str, Any], task: TaskSpec | None = None) -> TrainingJob:
@@ -98,7 +102,11 @@ class TrainingJob:
             for key in parents:
                 node = node.setdefault(key, {})
             node[leaf] = copy.deepcopy(value)
-        return TrainingJob(TrainingSettings.from_config(config), self.task, config)
+        return TrainingJob(TrainingSettings.from_config(config), self.task, config, self.origin)
+
+    def from_origin(self, origin: Mapping[str, Any]) -> TrainingJob:
+        """This job with :attr:`origin` set (what its export's ``provenance`` records)."""
+        return dataclasses.replace(self, origin=dict(origin))
 
 
 @dataclass
