@@ -18,6 +18,7 @@ from autopeft.bo.executor import InlineExecutor, ParallelSettings, make_executor
 from autopeft.bo.loop import PROPOSAL_KEYS
 from autopeft.errors import ConfigError
 from autopeft.experiments.search import run_search
+from autopeft.io import FAULT_DELAY_ENV
 from autopeft.runs.store import ResultsStore
 from tests.bo.conftest import TINY_SEARCH, SyntheticObjective
 from tests.processes import children_of, is_alive, search_command
@@ -97,21 +98,26 @@ def test_sigkilled_parallel_search_resumes_and_leaves_no_worker_behind(tmp_path:
     """A real run.py search with 2 worker processes, SIGKILLed mid-search, then resumed."""
     run_dir = tmp_path / "run"
     args = search_command(tmp_path, run_dir, "search.n_init=6", "search.n_iter=4", "search.parallel.workers=2")
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Every durable write pauses half-way (FAULT_DELAY_ENV), and the kill lands inside the write of
+    # the 4th result: the same moment on a fast machine and a slow one.
+    env = {**os.environ, FAULT_DELAY_ENV: "0.3"}
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = run_dir / "results.jsonl"
     deadline = time.monotonic() + 300
     workers: set[int] = set()
-    while time.monotonic() < deadline and process.poll() is None:
+    mid_fourth = False
+    while time.monotonic() < deadline and process.poll() is None and not mid_fourth:
         workers |= children_of(process.pid)
-        if store.exists() and len(store.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the search finished before it could be killed"
+        text = store.read_text() if store.exists() else ""
+        mid_fourth = text.count("\n") == 3 and not text.endswith("\n")
+        time.sleep(0.01)
+    assert mid_fourth, "the search never wrote its 4th result"
     workers |= children_of(process.pid)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    assert store.read_text().count("\n") == 3  # 3 complete records; the torn 4th is dropped on resume
     before = _indices(run_dir)
-    assert 3 <= len(before) < 10 and len(set(before)) == len(before)
+    assert len(before) == 3 and len(set(before)) == 3
     assert workers, "no worker process was seen"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(is_alive(pid) for pid in workers):

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 
 from autopeft.cli import dispatch
 from autopeft.experiments.modes import mode_search
+from autopeft.io import FAULT_DELAY_ENV
 from tests.bo.conftest import TINY_SEARCH
 from tests.processes import search_command
 
@@ -54,25 +55,29 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(tmp_path: Path) ->
     reference = tmp_path / "reference"
     assert run(search_command(tmp_path, reference)).returncode == 0
 
+    # The kill lands inside the write of the 4th result, whatever the machine's speed: with
+    # FAULT_DELAY_ENV every durable write stops half-way (fsynced) for a while, so the test waits
+    # for 3 complete lines plus a torn 4th and kills there. Exactly 3 evaluations are then done.
     killed = tmp_path / "killed"
+    env = {**os.environ, FAULT_DELAY_ENV: "0.3"}
     process = subprocess.Popen(
-        search_command(tmp_path, killed), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        search_command(tmp_path, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     store = killed / "results.jsonl"
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if store.exists() and len(store.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the search finished before it could be killed"
+    mid_fourth = False
+    while time.monotonic() < deadline and process.poll() is None and not mid_fourth:
+        text = store.read_text() if store.exists() else ""
+        mid_fourth = text.count("\n") == 3 and not text.endswith("\n")
+        time.sleep(0.01)
+    assert mid_fourth, "the search never wrote its 4th result"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    done_before = len(results(killed))
-    assert 3 <= done_before < 8
+    assert store.read_text().count("\n") == 3  # 3 complete records and the torn 4th, dropped on resume
 
     resumed = run([sys.executable, "run.py", f"resume={killed}", f"data.cache_dir={tmp_path / 'cache'}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming {killed}: {done_before} of 8 evaluations done" in resumed.stdout + resumed.stderr
+    assert f"resuming {killed}: 3 of 8 evaluations done" in resumed.stdout + resumed.stderr
     assert results(killed) == results(reference)
 
 
