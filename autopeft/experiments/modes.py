@@ -162,7 +162,9 @@ def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     if resume:
         run_dir = Path(str(resume)).expanduser()
         if not run_dir.is_dir():
-            raise ConfigError(f"resume={str(resume)!r} does not exist; give the run directory of a search to resume")
+            raise ConfigError(
+                f"resume={str(resume)!r} does not exist; give the run directory of a search or pipeline to resume"
+            )
         cfg = resumed_config(cfg, run_dir, command_line_overrides())
     elif run_dir is None:
         run_dir = run_dir_of(cfg)

@@ -87,7 +87,7 @@ def test_resume_of_a_missing_directory_is_one_clear_line(tmp_path: Path) -> None
     assert result.returncode == 2
     assert (
         result.stderr.strip()
-        == f"error: resume='{missing}' does not exist; give the run directory of a search to resume"
+        == f"error: resume='{missing}' does not exist; give the run directory of a search or pipeline to resume"
     )
     assert not missing.exists()
 
