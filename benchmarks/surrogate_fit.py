@@ -112,6 +112,12 @@ SETTINGS = {
             warm=True,
         ),
         Setting(
+            "nuts_short",
+            "SAAS GP, NUTS 256/32/4, jit_compile, warm-started refit with 16 warm-up steps",
+            replace(PAPER, num_samples=32, thinning=4, jit_compile=True, warm_start=True, refit_warmup_steps=16),
+            warm=True,
+        ),
+        Setting(
             "nuts_demo",
             "SAAS GP, NUTS 256/64/8, warm-started refit with 32 warm-up steps (no JIT)",
             replace(PAPER, num_samples=64, thinning=8, warm_start=True, refit_warmup_steps=32),
