@@ -42,6 +42,7 @@ from benchmarks.search_quality import DEFAULT_TABLE  # noqa: E402
 #: Surrogate name -> overrides of the ``search.surrogate`` node.
 SURROGATES = {
     "saas_map": ["search.surrogate.kind=saas_map"],
+    "saas_map_warm": ["search.surrogate.kind=saas_map", "search.surrogate.warm_start=true"],
     "gp": ["search.surrogate.kind=gp"],
     "saas": ["search.surrogate.kind=saas"],
     "saas_warm": ["search.surrogate.kind=saas", "search.surrogate.warm_start=true"],
