@@ -20,6 +20,15 @@ def allowed_list(options: Iterable[Any]) -> str:
     return ", ".join(repr(o) for o in options)
 
 
+def shown_value(value: Any) -> str:
+    """A config value as the command line spells it: ``null``, ``true``, ``'abc'``, ``3``, ``['a']``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
+
+
 def did_you_mean(value: str, options: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` when a close match exists, else an empty string."""
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)

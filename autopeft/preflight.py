@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from autopeft.errors import ConfigError
+from autopeft.errors import ConfigError, shown_value
 
 #: Command-line keys that choose where a run writes, and the default root.
 _LOCATION_KEYS = ("output_root", "hydra.run.dir", "hydra.sweep.dir", "resume")
@@ -37,15 +37,6 @@ def _root_value(arg: str) -> tuple[bool, object]:
     return True, override.value()
 
 
-def _shown(value: object) -> str:
-    """A value as the command line spells it: ``null``, ``true``, ``''``, ``['a']``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return repr(value)
-
-
 def _empty_root(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
     """The setting that leaves the output root without a folder, if any.
 
@@ -60,7 +51,7 @@ def _empty_root(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
             return None if value.strip() else f"output_root={value!r}"
         if isinstance(value, int | float) and not isinstance(value, bool):
             return None  # a folder named 3
-        return f"output_root={_shown(value)}"
+        return f"output_root={shown_value(value)}"
     root = environ.get("AUTOPEFT_OUTPUT_ROOT")
     if root is not None and not root.strip():
         return f"$AUTOPEFT_OUTPUT_ROOT={root!r}"

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.data.protocol import DEFAULT_PROTOCOL, check_protocol
-from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
+from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean, shown_value
 
 #: ``trainer.save_weights``: export every run (True), none (False), or all but full fine-tuning.
 SAVE_WEIGHTS = (True, False, "peft")
@@ -282,15 +282,6 @@ TOP_LEVEL_VALUES = ("mode", "resume", "seed", "output_root")
 INTERNAL_KEYS = ("run_dir",)
 
 
-def _shown(value: Any) -> str:
-    """A config value as the command line spells it: ``true``, ``null``, ``'abc'``, ``3``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return repr(value)
-
-
 def check_top_level_keys(keys: Any) -> None:
     """Fail on a top-level key that is neither a value nor a config group (``+sed=1``, ``+mod=train``).
 
@@ -316,7 +307,7 @@ def check_mode(value: Any, modes: Collection[str]) -> str:
     """
     if not isinstance(value, str) or value not in modes:
         hint = did_you_mean(value, modes) if isinstance(value, str) else ""
-        raise ConfigError(f"mode={_shown(value)} is not a mode{hint}; allowed: {allowed_list(modes)}")
+        raise ConfigError(f"mode={shown_value(value)} is not a mode{hint}; allowed: {allowed_list(modes)}")
     return value
 
 
@@ -335,7 +326,7 @@ def check_resume(value: Any) -> Path | None:
         "resume=null (the default) starts a new run"
     )
     if not isinstance(value, str):
-        raise ConfigError(f"resume={_shown(value)} is not a run directory: {what}")
+        raise ConfigError(f"resume={shown_value(value)} is not a run directory: {what}")
     if not value.strip():
         raise ConfigError(f"resume={value!r} is empty: {what}")
     path = Path(value).expanduser()
@@ -356,7 +347,7 @@ def check_output_root(value: Any) -> Path:
     allowed = "run output needs one: output_root=<dir> (default: outputs, or $AUTOPEFT_OUTPUT_ROOT)"
     if isinstance(value, bool) or not isinstance(value, str | int | float) or not str(value).strip():
         # An empty root puts run directories at the top of the file system (/<mode>/...).
-        raise ConfigError(f"output_root={_shown(value)} names no folder; {allowed}")
+        raise ConfigError(f"output_root={shown_value(value)} names no folder; {allowed}")
     path = Path(str(value)).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"output_root={str(value)!r} is a file, not a folder; {allowed}")
@@ -409,7 +400,9 @@ def check_seed(value: Any) -> int:
 
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"seed={_shown(value)} must be an integer >= 0, e.g. seed=0 (a multirun grid: -m seed=0,1,2)")
+        raise ConfigError(
+            f"seed={shown_value(value)} must be an integer >= 0, e.g. seed=0 (a multirun grid: -m seed=0,1,2)"
+        )
     return value
 
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from autopeft.data.protocol import DEFAULT_PROTOCOL, protocol_of, record_scoring, scores_caption, scores_text, scoring
 from autopeft.errors import ConfigError
 from autopeft.runtime import command_line_overrides, experiment_name, run_dir_of
+from autopeft.settings import check_resume
 
 
 def mode_params(cfg: DictConfig) -> dict[str, Any]:
@@ -158,13 +159,9 @@ def mode_search(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
     from autopeft.runs.front import front_rows, write_search_report
     from autopeft.tasks.registry import task_from_config
 
-    resume = cfg.get("resume")
-    if resume:
-        run_dir = Path(str(resume)).expanduser()
-        if not run_dir.is_dir():
-            raise ConfigError(
-                f"resume={str(resume)!r} does not exist; give the run directory of a search or pipeline to resume"
-            )
+    resume = check_resume(cfg.get("resume"))  # the check dispatch makes, for callers that come here directly
+    if resume is not None:
+        run_dir = resume
         cfg = resumed_config(cfg, run_dir, command_line_overrides())
     elif run_dir is None:
         run_dir = run_dir_of(cfg)
