@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.bo.conftest import TINY_SEARCH
@@ -42,3 +44,23 @@ def is_alive(pid: int) -> bool:
         return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
+
+
+def wait_for_torn_line(
+    process: subprocess.Popen, path: Path, complete: int, poll: Callable[[], None] | None = None, timeout: float = 300
+) -> bool:
+    """Wait until ``path`` holds ``complete`` whole lines and part of the next one (True), or the process ends.
+
+    With ``AUTOPEFT_FAULT_DELAY_WRITE`` set, every durable write of the run pauses half-way, so
+    this catches it inside the write of record ``complete + 1``, whatever the machine's speed.
+    ``poll`` is called on every check (e.g. to note the run's worker processes while they live).
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if poll is not None:
+            poll()
+        text = path.read_text() if path.exists() else ""
+        if text.count("\n") == complete and not text.endswith("\n"):
+            return True
+        time.sleep(0.01)
+    return False

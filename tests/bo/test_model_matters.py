@@ -86,14 +86,10 @@ def true_hypervolume(result: dict[str, Any], objective: EvenLayersObjective, max
     """Hypervolume of [true score, -% params] of every evaluated configuration, against a fixed reference."""
     records = result["records"]
     Y = torch.tensor(
-        [[objective.truth(objective.space.canonical(_point(r))), -r["param_percent"]] for r in records],
+        [[objective.truth(Point.from_dict(r["point"])), -r["param_percent"]] for r in records],
         dtype=torch.float64,
     )
     return hypervolume(Y, torch.tensor([REF_SCORE, -2 * max_percent], dtype=torch.float64))
-
-
-def _point(record: dict[str, Any]) -> Point:
-    return Point.from_dict(record["point"])
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from autopeft.experiments.search import run_search
 from autopeft.io import FAULT_DELAY_ENV
 from autopeft.runs.store import ResultsStore
 from tests.bo.conftest import TINY_SEARCH, SyntheticObjective
-from tests.processes import children_of, is_alive, search_command
+from tests.processes import children_of, is_alive, search_command, wait_for_torn_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,15 +103,12 @@ def test_sigkilled_parallel_search_resumes_and_leaves_no_worker_behind(tmp_path:
     env = {**os.environ, FAULT_DELAY_ENV: "0.3"}
     process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = run_dir / "results.jsonl"
-    deadline = time.monotonic() + 300
     workers: set[int] = set()
-    mid_fourth = False
-    while time.monotonic() < deadline and process.poll() is None and not mid_fourth:
-        workers |= children_of(process.pid)
-        text = store.read_text() if store.exists() else ""
-        mid_fourth = text.count("\n") == 3 and not text.endswith("\n")
-        time.sleep(0.01)
-    assert mid_fourth, "the search never wrote its 4th result"
+
+    def note_workers() -> None:
+        workers.update(children_of(process.pid))
+
+    assert wait_for_torn_line(process, store, 3, poll=note_workers), "the search never wrote its 4th result"
     workers |= children_of(process.pid)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

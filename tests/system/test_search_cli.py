@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from autopeft.cli import dispatch
 from autopeft.experiments.modes import mode_search
 from autopeft.io import FAULT_DELAY_ENV
 from tests.bo.conftest import TINY_SEARCH
-from tests.processes import search_command
+from tests.processes import search_command, wait_for_torn_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,13 +63,7 @@ def test_sigkilled_search_resumes_to_the_uninterrupted_result(tmp_path: Path) ->
         search_command(tmp_path, killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     store = killed / "results.jsonl"
-    deadline = time.monotonic() + 300
-    mid_fourth = False
-    while time.monotonic() < deadline and process.poll() is None and not mid_fourth:
-        text = store.read_text() if store.exists() else ""
-        mid_fourth = text.count("\n") == 3 and not text.endswith("\n")
-        time.sleep(0.01)
-    assert mid_fourth, "the search never wrote its 4th result"
+    assert wait_for_torn_line(process, store, 3), "the search never wrote its 4th result"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert store.read_text().count("\n") == 3  # 3 complete records and the torn 4th, dropped on resume
