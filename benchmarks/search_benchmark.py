@@ -86,6 +86,9 @@ LABELS = {
     "nsga2": "NSGA-II (Optuna)",
 }
 
+#: The bo method's surrogate unless ``--surrogate`` says otherwise (its reports carry no surrogate tag).
+DEFAULT_SURROGATE = "saas_map"
+
 #: Initial design and budget of each setting (``smoke``: the tests' seconds-long check).
 SETTINGS = {"small": (20, 200), "paper": (100, 200), "smoke": (5, 15)}
 
@@ -329,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--surrogate", default="saas_map", help="search.surrogate.kind of the bo method")
+    parser.add_argument("--surrogate", default=DEFAULT_SURROGATE, help="search.surrogate.kind of the bo method")
     parser.add_argument("--bo-override", nargs="*", default=[], help="more overrides for the bo method")
     parser.add_argument("--param-objective", default=None, choices=("linear", "log"), help="search.param_objective")
     parser.add_argument("--batch-size", type=int, default=1, help="search.batch_size (BO proposals per fit)")
@@ -393,9 +396,10 @@ def noise_tag(args: argparse.Namespace) -> str:
 
 
 def results_stem(args: argparse.Namespace) -> str:
-    """File name (without suffix) of the report of this setting, search axis and noise."""
+    """File name (without suffix) of the report of this setting, search axis, BO surrogate and noise."""
     axis = f"_{args.param_objective}" if args.param_objective else ""
-    return f"search_benchmark_{args.setting}{axis}{noise_tag(args)}"
+    surrogate = f"_{args.surrogate}" if args.surrogate != DEFAULT_SURROGATE else ""
+    return f"search_benchmark_{args.setting}{axis}{surrogate}{noise_tag(args)}"
 
 
 def merge_previous_results(
