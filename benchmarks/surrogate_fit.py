@@ -356,15 +356,13 @@ def summarise(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def paired_spearman_differences(cells: list[dict[str, Any]], name: str, n: int) -> list[float]:
     """Per repeat, ``name``'s held-out Spearman minus the paper NUTS's on the same training subset."""
+    if name == "nuts_paper":
+        return []
     paper = {c["repeat"]: c["spearman"] for c in cells if c["setting"] == "nuts_paper" and c["n"] == n}
     return [
         c["spearman"] - paper[c["repeat"]]
         for c in cells
-        if c["setting"] == name
-        and name != "nuts_paper"
-        and c["n"] == n
-        and c["spearman"] is not None
-        and paper.get(c["repeat"]) is not None
+        if c["setting"] == name and c["n"] == n and c["spearman"] is not None and paper.get(c["repeat"]) is not None
     ]
 
 
