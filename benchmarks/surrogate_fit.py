@@ -64,7 +64,8 @@ from scipy import stats  # noqa: E402
 
 from autopeft.bo.acquisition import AcquisitionSettings, build_acquisition  # noqa: E402
 from autopeft.bo.local_search import LocalSearchSettings, optimize_acquisition  # noqa: E402
-from autopeft.bo.pareto import is_success, objective_matrix, pareto_mask, reference_point  # noqa: E402
+from autopeft.bo.pareto import is_success, objective_matrix, reference_point  # noqa: E402
+from autopeft.bo.searchers import acquisition_scorer, pareto_points  # noqa: E402
 from autopeft.bo.surrogate import FittedSurrogate, SurrogateSettings, fit_surrogate  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from autopeft.runtime import quiet_libraries  # noqa: E402
@@ -111,7 +112,7 @@ SETTINGS = {
         ),
         Setting(
             "nuts_fast",
-            "SAAS GP, NUTS 256/64/8, jit_compile, warm-started refit with 32 warm-up steps (the demo's)",
+            "SAAS GP, NUTS 256/64/8, jit_compile, warm-started refit with 32 warm-up steps (the earlier demo's)",
             replace(PAPER, num_samples=64, thinning=8, jit_compile=True, warm_start=True, refit_warmup_steps=32),
             warm=True,
         ),
@@ -134,7 +135,7 @@ SETTINGS = {
         ),
         Setting(
             "saas_vi",
-            "SAAS GP, variational posterior (full-covariance normal, 150 Adam steps, 4 draws)",
+            "SAAS GP, variational posterior (full-covariance normal, 150 Adam steps, 4 draws; the demo's)",
             SurrogateSettings(kind="saas_vi"),
         ),
         Setting("saas_map", "ensemble MAP SAAS GP (4 taus)", SurrogateSettings(kind="saas_map")),
@@ -267,19 +268,17 @@ def run_cell(
 
     # One real proposal's acquisition part: the paper's local search, as BayesianSearcher runs it.
     started = time.perf_counter()
-    points = [Point.from_dict(r["point"]) for r in train]
     acq = build_acquisition(
         fitted.model, X, ref, space, backbone_params, AcquisitionSettings(), ensemble=ensemble, seed=repeat
     )
-
-    def values(batch: list[Point]) -> torch.Tensor:
-        with torch.no_grad():
-            return acq(space.encode(batch).unsqueeze(-2)).detach()
-
-    pareto = [p for p, keep in zip(points, pareto_mask(objective_matrix(train)).tolist(), strict=True) if keep]
-    seen = {space.canonical(p) for p in points}
+    seen = {space.canonical(Point.from_dict(r["point"])) for r in train}
     best = optimize_acquisition(
-        values, space, pareto, seen, LocalSearchSettings(), random.Random(f"local:{args.seed}:{repeat}")
+        acquisition_scorer(acq, space),
+        space,
+        pareto_points(train),
+        seen,
+        LocalSearchSettings(),
+        random.Random(f"local:{args.seed}:{repeat}"),
     )
     local_search_seconds = time.perf_counter() - started
     return {

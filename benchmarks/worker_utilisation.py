@@ -44,9 +44,10 @@ SURROGATES = {
     "saas_map": ["search.surrogate.kind=saas_map"],
     "saas_map_warm": ["search.surrogate.kind=saas_map", "search.surrogate.warm_start=true"],
     "gp": ["search.surrogate.kind=gp"],
+    "saas_vi": ["search.surrogate.kind=saas_vi"],  # the demo's since 2026-12-07
     "saas": ["search.surrogate.kind=saas"],
     "saas_warm": ["search.surrogate.kind=saas", "search.surrogate.warm_start=true"],
-    # The demo's NUTS (conf/experiment/demo.yaml): 64 samples thinned to 8, warm refits of 32
+    # The demo's NUTS until 2026-12-07: 64 samples thinned to 8, warm refits of 32
     # steps, JIT-compiled; saas_short is the same without JIT.
     "saas_demo": [
         "search.surrogate.kind=saas",
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", default=str(DEFAULT_TABLE))
     parser.add_argument(
-        "--surrogates", nargs="+", choices=list(SURROGATES), default=["gp", "saas_map", "saas_demo", "saas"]
+        "--surrogates", nargs="+", choices=list(SURROGATES), default=["gp", "saas_map", "saas_vi", "saas"]
     )
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--prefetch", type=int, default=1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -227,6 +227,25 @@ class RandomSearcher:
         return [Proposal(p, {"phase": "random"}) for p in random_unseen(self.space, seen, rng, n, self.candidates)]
 
 
+def pareto_points(records: Sequence[dict[str, Any]]) -> list[Point]:
+    """Configurations of the successful ``records`` on their observed front (score vs % params).
+
+    The local search starts most of its restarts from these (paper appendix).
+    """
+    mask = pareto_mask(objective_matrix(list(records))).tolist()
+    return [Point.from_dict(r["point"]) for r, keep in zip(records, mask, strict=True) if keep]
+
+
+def acquisition_scorer(acq: Any, space: SearchSpace) -> Callable[[Sequence[Point]], torch.Tensor]:
+    """The acquisition as the local search calls it: configurations in, one value each (q = 1) out."""
+
+    def values(candidates: Sequence[Point]) -> torch.Tensor:
+        with torch.no_grad():
+            return acq(space.encode(candidates).unsqueeze(-2)).detach()
+
+    return values
+
+
 @dataclass
 class BayesianSearcher:
     """AutoPEFT: random initial design, then SAAS-GP + NEHVI + local search (paper §2.2).
@@ -296,7 +315,7 @@ class BayesianSearcher:
         ref = search_reference(history.records, self.ref_point, self.n_init, self.param_axis)
         if ref is None:  # the whole initial design failed: infer from what has succeeded since
             ref = reference_point(self.ref_point, objective_matrix(ok, self.param_axis), self.param_axis)
-        pareto = [p for p, keep in zip(points, pareto_mask(objective_matrix(ok)).tolist(), strict=True) if keep]
+        pareto = pareto_points(ok)
         pending = [Point.from_dict(p["point"]) for p in history.pending]
         proposals = []
         for k in range(n):
@@ -313,11 +332,7 @@ class BayesianSearcher:
                 seed=self.seed * 100_003 + step + k,
                 param_axis=self.param_axis,
             )
-
-            def values(candidates: Sequence[Point], acq: Any = acq) -> torch.Tensor:
-                with torch.no_grad():
-                    return acq(self.space.encode(candidates).unsqueeze(-2)).detach()
-
+            values = acquisition_scorer(acq, self.space)
             if self.candidates is None:
                 best = optimize_acquisition(values, self.space, pareto, seen, self.local_search, rng)
             else:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -142,3 +143,20 @@ def test_fidelity_agreement_statistics_and_its_settings_guard(tmp_path: Path) ->
     args.train = 2
     with pytest.raises(SystemExit, match=r"made with other settings: --train 1 \(now 2\)"):
         module.check_same_settings(tmp_path / "run", args)
+
+
+@pytest.mark.parametrize("name", ["gp", "saas_vi"])
+def test_surrogate_fit_cell_fits_and_runs_the_real_local_search(name: str) -> None:
+    """One cell of benchmarks/surrogate_fit.py on the committed real table: quality and proposal times."""
+    module = _load("surrogate_fit")
+    rows, meta, space = module.load_table(module.DEFAULT_TABLE)
+    setting = module.SETTINGS[name]
+    if name == "saas_vi":  # a short variational fit: this checks the plumbing, not the quality
+        setting = module.replace(setting, surrogate=module.replace(setting.surrogate, vi_steps=20))
+    args = argparse.Namespace(table_sha256="test", threads=1, candidates=20, chunk=10, seed=0)
+    cell = module.run_cell(setting, rows[:60], space, int(meta["backbone_params"]), 30, 0, args)
+    assert (cell["setting"], cell["n"], cell["held_out"]) == (name, 30, 30)
+    assert -1.0 <= cell["spearman"] <= 1.0 and cell["rmse"] > 0
+    # The local search scored candidates beyond its starting points, and its time is part of the proposal.
+    assert cell["local_search_evaluations"] > 10
+    assert cell["local_proposal_seconds"] == pytest.approx(cell["fit_seconds"] + cell["local_search_seconds"])
