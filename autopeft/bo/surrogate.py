@@ -14,7 +14,7 @@ the acquisition deterministically (:mod:`autopeft.bo.acquisition`).
   ``AutoMultivariateNormal`` guide, a full-covariance normal over the unconstrained
   hyper-parameters); ``vi_samples`` draws from it form the ensemble, as NUTS's kept samples do.
   On the real table it ranks held-out configurations as the paper's NUTS does, with a fit about
-  50 times shorter at n = 200 (1.45 s against 77.5 s; ``benchmarks/results/surrogate_fit.md``).
+  60 times shorter at n = 200 (1.15 s against 77.5 s; ``benchmarks/results/surrogate_fit.md``).
 * ``saas_map``: botorch's :class:`~botorch.models.map_saas.EnsembleMapSaasSingleTaskGP`, an
   ensemble of MAP-fitted GPs with the SAAS prior, one per global shrinkage ``tau`` (BONSAI,
   Daulton et al. 2026): the SAAS model's sparsity without MCMC. Optionally warm-started: each
