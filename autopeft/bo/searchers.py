@@ -228,9 +228,13 @@ class RandomSearcher:
 
 
 def pareto_points(records: Sequence[dict[str, Any]]) -> list[Point]:
-    """Configurations of the successful ``records`` on their observed front (score vs % params).
+    """Configurations of ``records`` on their observed front (score vs % params).
 
     The local search starts most of its restarts from these (paper appendix).
+
+    Args:
+        records: Successful evaluations only (each has a ``score``); this does not filter.
+
     """
     mask = pareto_mask(objective_matrix(list(records))).tolist()
     return [Point.from_dict(r["point"]) for r, keep in zip(records, mask, strict=True) if keep]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import random
@@ -152,7 +153,7 @@ def test_surrogate_fit_cell_fits_and_runs_the_real_local_search(name: str) -> No
     rows, meta, space = module.load_table(module.DEFAULT_TABLE)
     setting = module.SETTINGS[name]
     if name == "saas_vi":  # a short variational fit: this checks the plumbing, not the quality
-        setting = module.replace(setting, surrogate=module.replace(setting.surrogate, vi_steps=20))
+        setting = dataclasses.replace(setting, surrogate=dataclasses.replace(setting.surrogate, vi_steps=20))
     args = argparse.Namespace(table_sha256="test", threads=1, candidates=20, chunk=10, seed=0)
     cell = module.run_cell(setting, rows[:60], space, int(meta["backbone_params"]), 30, 0, args)
     assert (cell["setting"], cell["n"], cell["held_out"]) == (name, 30, 30)
