@@ -13,7 +13,8 @@ def register_resolvers() -> None:
 
     ``${pid:}`` keeps run directories unique; ``${resume_or:${resume},<new dir>}`` makes a resumed
     search run in its original directory (when that exists; a missing one is reported by the
-    search itself, which writes nothing there); ``${custom_task_name:<train>,<hub>,<subset>}`` is a
+    search itself, which writes nothing there); ``${unless_resuming:${resume},.hydra}`` keeps Hydra's
+    config snapshot out of a resumed run's directory; ``${custom_task_name:<train>,<hub>,<subset>}`` is a
     custom task's default ``task.name``, derived from its data (``conf/task/custom.yaml``).
     """
     import os
@@ -24,6 +25,19 @@ def register_resolvers() -> None:
         "resume_or", lambda resume, new: resume if resume and Path(str(resume)).is_dir() else new, replace=True
     )
     OmegaConf.register_new_resolver("custom_task_name", _custom_task_name, replace=True)
+    OmegaConf.register_new_resolver("unless_resuming", _unless_resuming, replace=True)
+
+
+def _unless_resuming(resume: object, value: object) -> object:
+    """``value`` for a new run, None when ``resume=`` names an existing directory.
+
+    Hydra writes its ``.hydra/`` snapshot into the run directory before any of AutoPEFT's code
+    runs; a resume's run directory is the one it continues, so the snapshot would overwrite the
+    original run's (and a refused resume would still have written into the directory it names).
+    ``hydra.output_subdir`` set to None makes Hydra skip the snapshot: a resumed search keeps its
+    config in ``search.json``, a resumed pipeline its overrides in ``pipeline.json``.
+    """
+    return None if resume and Path(str(resume)).is_dir() else value
 
 
 def _custom_task_name(train: object = None, hub: object = None, subset: object = None) -> str:

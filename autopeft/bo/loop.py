@@ -118,23 +118,9 @@ def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace, param_axis: Par
 
     """
     files = SearchFiles(Path(run_dir))
-    current = fingerprint(cfg)
-    if files.manifest.exists():
-        try:
-            saved = json.loads(files.manifest.read_text())
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{files.manifest} is not valid JSON ({err.msg}); it was not modified") from None
-        saved_print = saved.get("fingerprint")
-        if isinstance(saved_print, dict):  # a run from before the key existed searched on the linear axis
-            saved_print = {"search.param_objective": "linear", **saved_print}
-        diffs = _differences(saved_print, current)
-        if diffs:
-            raise ConfigError(
-                f"cannot resume {files.run_dir}: it is a different search; "
-                + "; ".join(diffs[:5])
-                + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
-            )
+    if check_same_search(cfg, files.run_dir):
         return files
+    current = fingerprint(cfg)
     files.run_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
         "fingerprint": current,
@@ -145,6 +131,41 @@ def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace, param_axis: Par
         manifest["param_objective"] = param_axis.to_json()
     atomic_write_json(files.manifest, manifest)
     return files
+
+
+def check_same_search(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether ``run_dir`` already holds a search; refuse it if it is a different search.
+
+    Reads ``search.json`` only: a resume that is refused leaves the directory as it was, so this
+    runs before the directory is locked (the lock file records its holder) and again under it.
+
+    Returns:
+        True if ``run_dir`` holds a search that ``cfg`` may continue, False if it holds none.
+
+    Raises:
+        ConfigError: ``run_dir`` holds a search whose task, backbone, space, fidelity, data,
+            trainer, method, n_init, seed or ``search.param_objective`` differ from ``cfg``, or
+            its ``search.json`` is not valid JSON.
+
+    """
+    manifest = SearchFiles(Path(run_dir)).manifest
+    if not manifest.exists():
+        return False
+    try:
+        saved = json.loads(manifest.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{manifest} is not valid JSON ({err.msg}); it was not modified") from None
+    saved_print = saved.get("fingerprint")
+    if isinstance(saved_print, dict):  # a run from before the key existed searched on the linear axis
+        saved_print = {"search.param_objective": "linear", **saved_print}
+    diffs = _differences(saved_print, fingerprint(cfg))
+    if diffs:
+        raise ConfigError(
+            f"cannot resume {run_dir}: it is a different search; "
+            + "; ".join(diffs[:5])
+            + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
+        )
+    return True
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -272,7 +293,7 @@ def search(
         ConfigError: ``resume`` is set and ``run_dir`` holds no search.
 
     """
-    if resume and not (Path(run_dir) / "search.json").is_file():
+    if resume and not check_same_search(cfg, Path(run_dir)):  # before the lock writes its holder
         raise ConfigError(f"resume={str(run_dir)!r} has no search.json: not a search run directory")
     with RunDirectoryLock(Path(run_dir), "search"):
         return _run_locked(cfg, Path(run_dir), problem, on_record, candidates)

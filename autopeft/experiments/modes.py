@@ -217,10 +217,33 @@ def search_command(cfg: DictConfig) -> dict[str, Any]:
         SystemExit: With ``error: ...`` (exit status 1) if the search has no successful evaluation.
 
     """
+    check_no_peft_override(command_line_overrides(), str(cfg.space.name))
     summary = mode_search(cfg)
     if summary["failure"]:
         raise SystemExit(f"error: the search ended with no successful evaluation: {summary['failure']}")
     return summary
+
+
+def check_no_peft_override(overrides: list[str], space: str) -> None:
+    """Refuse ``peft=`` / ``peft.<key>=`` on a search's command line: a search never reads them.
+
+    A search trains the configurations it proposes from ``space=``; the ``peft`` node only
+    describes the one configuration ``mode=train`` (or ``mode=params``) trains, so a ``peft=lora``
+    given to a search would be silently ignored.
+
+    Raises:
+        ConfigError: Naming the first such override, the space searched and the command that
+            trains that one configuration instead.
+
+    """
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "peft" or key.startswith("peft."):
+            raise ConfigError(
+                f"{override} does not apply to mode=search: a search chooses each PEFT configuration from "
+                f"space= (now space={space}; space=autopeft_lora adds LoRA; python run.py mode=space lists it); "
+                f"to train this one configuration instead: python run.py mode=train {override}"
+            )
 
 
 def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
