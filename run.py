@@ -33,10 +33,14 @@ if __name__ == "__main__":
     import sys
 
     from autopeft.errors import ConfigError
+    from autopeft.overrides_check import check_overrides
     from autopeft.preflight import check_output_location
 
     try:  # Hydra creates the run directory before any mode runs: check it can first
         check_output_location(sys.argv[1:])
+        # Hydra's own report of a misspelt group option or key is many lines without a suggestion
+        # (and advises '+key=' for a typo): check the overrides first, in one line.
+        check_overrides(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
