@@ -12,6 +12,7 @@ their own typed objects next to the code that uses them:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,244 @@ def check_save_weights(value: Any) -> bool | str:
     return value
 
 
+#: ``trainer.accelerator`` names AutoPEFT trains on (``gpu``: CUDA, or Apple's MPS on a Mac, as Lightning picks).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+#: Common spellings of a precision that are not Lightning's, and the value they mean.
+_PRECISION_SPELLINGS = {
+    "fp64": "64-true",
+    "float64": "64-true",
+    "double": "64-true",
+    "fp32": "32-true",
+    "float32": "32-true",
+    "float": "32-true",
+    "full": "32-true",
+    "fp16": "16-mixed",
+    "float16": "16-mixed",
+    "half": "16-mixed",
+    "amp": "16-mixed",
+    "mixed": "16-mixed",
+    "bfloat16": "bf16-mixed",
+}
+#: Used only if Lightning's own list cannot be imported (a Lightning version that moved it).
+_FALLBACK_PRECISIONS = (
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
+
+
+def trainer_precisions() -> tuple[str, ...]:
+    """``trainer.precision`` values: ``auto`` (ours) and the string precisions Lightning's Trainer accepts.
+
+    Taken from Lightning's own type (``lightning_fabric.connector``) so that the check follows
+    the installed version; its ``transformer-engine`` precisions are left out: they need NVIDIA's
+    Transformer Engine package and FP8 hardware, and swap the model's layers for its own.
+    """
+    try:
+        from typing import get_args
+
+        from lightning_fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+        lightning = (*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS))
+    except ImportError:  # pragma: no cover - another Lightning layout
+        lightning = _FALLBACK_PRECISIONS
+    return ("auto", *(p for p in lightning if not p.startswith("transformer-engine")))
+
+
+def check_precision(value: Any) -> str:
+    """``trainer.precision``: ``auto`` or a precision Lightning accepts (an int ``32`` becomes ``'32'``).
+
+    Raises:
+        ConfigError: Naming the value, the precision it probably means and every allowed one.
+
+    """
+    allowed = trainer_precisions()
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in allowed:
+        return str(value)  # Hydra reads trainer.precision=32 as an int; Lightning takes '32' the same
+    if isinstance(value, str) and value in allowed:
+        return value
+    hint = ""
+    if isinstance(value, str):
+        meant = _PRECISION_SPELLINGS.get(value.strip().lower())
+        hint = f" (did you mean {meant!r}?)" if meant else did_you_mean(value, allowed)
+    raise ConfigError(
+        f"trainer.precision={shown_value(value)} is not a precision{hint}; allowed: {allowed_list(allowed)} "
+        "(auto: bf16-mixed on a GPU with bf16 support, else 32-true)"
+    )
+
+
+def available_accelerators() -> tuple[str, ...]:
+    """The ``trainer.accelerator`` values this machine can train on: ``auto``, ``cpu`` and its GPUs."""
+    import torch
+
+    names = ["auto", "cpu"]
+    cuda = torch.cuda.is_available()
+    mps = _mps_available()
+    if cuda or mps:
+        names.append("gpu")
+    if cuda:
+        names.append("cuda")
+    if mps:
+        names.append("mps")
+    return tuple(names)
+
+
+def _mps_available() -> bool:
+    """Whether Apple's MPS backend can be used (False on builds without it)."""
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _machine_has() -> str:
+    """What this machine offers for training, for an error message."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+    if _mps_available():
+        return "this machine has an Apple MPS GPU and no CUDA GPU"
+    return "this machine has no GPU (torch.cuda.is_available() is False)"
+
+
+def check_accelerator(value: Any, on_this_machine: bool = True) -> str:
+    """``trainer.accelerator``: a known name, and (``on_this_machine``) one this machine has.
+
+    Args:
+        value: The configured accelerator.
+        on_this_machine: Whether training runs here; False when it runs on other machines
+            (a search whose evaluations are submitit jobs), where only the name is checked.
+
+    Raises:
+        ConfigError: Naming the value, what this machine has and the accelerators allowed here.
+
+    """
+    if not isinstance(value, str) or value not in ACCELERATORS:
+        hint = did_you_mean(value, ACCELERATORS) if isinstance(value, str) else ""
+        raise ConfigError(
+            f"trainer.accelerator={shown_value(value)} is not an accelerator{hint}; "
+            f"allowed: {allowed_list(ACCELERATORS)}"
+            + (f" (on this machine: {allowed_list(available_accelerators())})" if on_this_machine else "")
+        )
+    if on_this_machine:
+        here = available_accelerators()
+        if value not in here:
+            needs = {"gpu": "a CUDA or Apple MPS GPU", "cuda": "a CUDA GPU", "mps": "Apple's MPS GPU"}[value]
+            raise ConfigError(
+                f"trainer.accelerator={value!r} needs {needs}, but {_machine_has()}; "
+                f"allowed on this machine: {allowed_list(here)}"
+            )
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float; booleans are not numbers here (``true`` is not a learning rate)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_range(
+    value: Any, key: str, low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = True
+) -> float:
+    """``value`` if it is a finite number in the range, else a :class:`ConfigError` naming ``key``.
+
+    The range is ``[low, high)`` by default (``low_open``/``high_open`` choose the ends); no ``high``
+    means no upper bound.
+    """
+    if _is_number(value):
+        above = value > low if low_open else value >= low
+        below = high is None or (value < high if high_open else value <= high)
+        if above and below:
+            return value
+    if high is None:
+        allowed = f"> {low:g}" if low_open else f">= {low:g}"
+        what = "a positive number" if (low == 0 and low_open) else f"a number {allowed}"
+    else:
+        what = f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    raise ConfigError(f"trainer.{key}={shown_value(value)} must be {what}")
+
+
+def _check_int(value: Any, key: str) -> int:
+    """An integer >= 1 (booleans refused: ``trainer.batch_size=true`` is a mistake, not 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"trainer.{key}={shown_value(value)} must be a positive integer (>= 1)")
+    return value
+
+
+def _check_bool(value: Any, key: str) -> bool:
+    """A real boolean: ``progress_bar=1`` or ``'yes'`` would be silently truthy otherwise."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"trainer.{key}={shown_value(value)} must be true or false")
+    return value
+
+
+def _check_limit(value: Any, key: str) -> int | float | None:
+    """``limit_*_batches``: null (the whole split), a number of batches >= 1, or a fraction in (0, 1].
+
+    Lightning would also take 0 (skip the loop), which leaves no metrics to select or report on.
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, float) and 0 < value <= 1:
+        return value
+    raise ConfigError(
+        f"trainer.{key}={shown_value(value)} must be null (the whole split), "
+        "an integer >= 1 (batches) or a fraction in (0, 1]"
+    )
+
+
+def _check_devices(value: Any) -> int:
+    """``trainer.devices``: 1. Each configuration trains in one process on one device.
+
+    More (``2``, ``auto`` on a multi-GPU machine, ``[0, 1]``) would make Lightning start DDP, which
+    relaunches ``run.py`` in child processes; a run's records, best-epoch restore and export are
+    single-process. A search uses several GPUs by running evaluations side by side instead.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value == 1:
+        return value
+    raise ConfigError(
+        f"trainer.devices={shown_value(value)}: each configuration trains on one device; allowed: 1 "
+        "(several GPUs: search.parallel.workers runs evaluations side by side; one GPU: CUDA_VISIBLE_DEVICES=<index>)"
+    )
+
+
+def _check_learning_rates(values: Mapping[str, Any]) -> None:
+    """``lr``, ``lr_peft`` and ``lr_fft``: positive numbers; ``lr`` may be null, then the other two are used."""
+    for key in ("lr", "lr_peft", "lr_fft"):
+        value = values[key]
+        if value is None:
+            if key == "lr" or values["lr"] is not None:
+                continue  # lr=null picks lr_peft / lr_fft; with lr set, those two are unused
+            kind = "PEFT configurations train" if key == "lr_peft" else "full fine-tuning trains"
+            raise ConfigError(
+                f"trainer.{key}=null: with trainer.lr=null, {kind} at trainer.{key}; "
+                f"set it to a positive number or set trainer.lr"
+            )
+        if not (_is_number(value) and value > 0):
+            null = " or null (null: lr_peft for PEFT, lr_fft for full fine-tuning)" if key == "lr" else ""
+            raise ConfigError(f"trainer.{key}={shown_value(value)} must be a positive number{null}")
+
+
+def trains_on_this_machine(cfg: Mapping[str, Any] | DictConfig) -> bool:
+    """Whether the run config's trainings run in this process's machine.
+
+    A search whose evaluations are submitit jobs (``search.parallel.executor=submitit``) trains on
+    the cluster's nodes, which may have GPUs where the submitting machine has none.
+    """
+    search = cfg.get("search")  # a DictConfig node is a Mapping too
+    parallel = search.get("parallel") if isinstance(search, Mapping) else None
+    return not (isinstance(parallel, Mapping) and parallel.get("executor") == "submitit")
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     """``conf/trainer``: optimisation and hardware settings of every training run (see its YAML)."""
@@ -105,25 +344,41 @@ class TrainerSettings:
     save_weights: bool | str
 
     @classmethod
-    def from_config(cls, node: Mapping[str, Any] | DictConfig) -> TrainerSettings:
-        """Check the ``trainer`` node.
+    def from_config(cls, node: Mapping[str, Any] | DictConfig, *, on_this_machine: bool = True) -> TrainerSettings:
+        """Check every key of the ``trainer`` node, before anything is built, written or trained.
+
+        Args:
+            node: The ``trainer`` node.
+            on_this_machine: Whether the trainings run on this machine: then ``accelerator``
+                must be one it has (False: a search whose evaluations run as cluster jobs).
 
         Raises:
-            ConfigError: On an unknown key or a bad value, naming it.
+            ConfigError: On an unknown key or a bad value, naming it and what is allowed.
 
         """
         values = _values(cls, node, "trainer")
-        for key in ("batch_size", "eval_batch_size", "accumulate_grad_batches"):
-            check_positive_int(values[key], f"trainer.{key}")
-        if not isinstance(values["oom_retry"], bool):
-            raise ConfigError(f"trainer.oom_retry={values['oom_retry']!r} must be true or false")
+        for key in ("batch_size", "eval_batch_size", "accumulate_grad_batches", "log_every_n_steps"):
+            _check_int(values[key], key)
+        _check_learning_rates(values)
+        _check_range(values["weight_decay"], "weight_decay", 0)
+        # A ratio of 1 would warm up for the whole run and never decay.
+        _check_range(values["warmup_ratio"], "warmup_ratio", 0, 1)
+        _check_range(values["adam_eps"], "adam_eps", 0, low_open=True)
+        if values["gradient_clip_val"] is not None:
+            try:
+                _check_range(values["gradient_clip_val"], "gradient_clip_val", 0)
+            except ConfigError as err:
+                raise ConfigError(f"{err} or null (no clipping)") from None
+        # Dropout 1 zeroes every feature the head sees.
+        _check_range(values["head_dropout"], "head_dropout", 0, 1)
+        values["precision"] = check_precision(values["precision"])
+        check_accelerator(values["accelerator"], on_this_machine)
+        _check_devices(values["devices"])
+        for key in ("limit_train_batches", "limit_eval_batches"):
+            _check_limit(values[key], key)
+        for key in ("progress_bar", "deterministic", "oom_retry"):
+            _check_bool(values[key], key)
         check_save_weights(values["save_weights"])
-        for key in ("lr", "lr_peft", "lr_fft"):
-            value = values[key]
-            if value is not None and not (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-            ):
-                raise ConfigError(f"trainer.{key}={value!r} must be a positive number")
         return cls(**values)
 
     def learning_rate(self, full_finetune: bool) -> float:
@@ -253,7 +508,7 @@ class TrainingSettings:
 
         """
         return cls(
-            trainer=TrainerSettings.from_config(cfg["trainer"]),
+            trainer=TrainerSettings.from_config(cfg["trainer"], on_this_machine=trains_on_this_machine(cfg)),
             fidelity=FidelitySettings.from_config(cfg["fidelity"]),
             data=DataSettings.from_config(cfg["data"]),
             logger=LoggerSettings.from_config(cfg["logger"]),

@@ -270,9 +270,12 @@ def mode_retrain(cfg: DictConfig, run_dir: Path | None = None) -> list[dict[str,
     """Retrain chosen configurations over seeds; write and print the mean ± sd table."""
     from autopeft.experiments.retrain import RetrainSettings, pick_markdown, retrain, summarise
     from autopeft.io import atomic_write_json, atomic_write_text
+    from autopeft.settings import TrainingSettings
     from autopeft.tasks.registry import task_from_config
 
-    RetrainSettings.from_config(cfg.retrain)  # a bad setting is reported before any warning about fidelity
+    # A bad retrain or trainer setting is reported before the warning about fidelity writes run.log.
+    RetrainSettings.from_config(cfg.retrain)
+    TrainingSettings.from_config(cfg)
     task = task_from_config(cfg.task)
     run_dir = run_dir_of(cfg) if run_dir is None else Path(run_dir)
     if cfg.fidelity.name != "full":

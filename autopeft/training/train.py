@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +27,10 @@ from omegaconf import DictConfig
 from autopeft.data.cache import Tokenisation
 from autopeft.data.datamodule import TaskDataModule
 from autopeft.data.protocol import scoring
+from autopeft.errors import ConfigError, shown_value
 from autopeft.peft import PeftSpec, peft_from_config
 from autopeft.peft.params import parameter_report
-from autopeft.settings import TrainingSettings, plain
+from autopeft.settings import TrainerSettings, TrainingSettings, plain, trains_on_this_machine
 from autopeft.tasks.registry import task_from_config
 from autopeft.tasks.spec import TaskSpec
 from autopeft.training.adaptable import run_adaptable, switch_report, wants_layer_selection
@@ -69,6 +72,11 @@ class TrainingJob:
         """
         config = plain(cfg)
         settings = TrainingSettings.from_config(config)
+        if trains_on_this_machine(config):
+            # What only Lightning checks (its own view of the machine's accelerators and what
+            # precision each supports) fails now, not after the backbone and data are loaded or
+            # a search has started writing.
+            check_trainer_builds(settings.trainer)
         validate_backbone_config(config["backbone"])
         if task is None:
             task = task_from_config(config["task"])
@@ -155,6 +163,74 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+#: The ``trainer`` settings that Lightning checks against the machine when a Trainer is built.
+_HARDWARE_KEYS = ("accelerator", "devices", "precision")
+
+
+def make_trainer(settings: TrainerSettings, **kwargs: Any) -> pl.Trainer:
+    """``pl.Trainer(**kwargs)``; Lightning refusing the hardware settings is a :class:`ConfigError`.
+
+    Only the construction is guarded: errors while training propagate unchanged.
+
+    Args:
+        settings: The trainer settings ``kwargs`` were made from (named in the message).
+        **kwargs: The Trainer's arguments.
+
+    Raises:
+        ConfigError: ``trainer settings rejected by PyTorch Lightning: <its first line>``, naming
+            the accelerator, devices and precision that were passed.
+
+    """
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**kwargs)
+    # ImportError: a precision or accelerator whose package is missing (Lightning raises
+    # ModuleNotFoundError with a pip hint); TypeError: devices of the wrong form for the accelerator.
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+        passed = " ".join(f"trainer.{key}={shown_value(getattr(settings, key))}" for key in _HARDWARE_KEYS)
+        raise ConfigError(
+            f"trainer settings rejected by PyTorch Lightning: {first}; check {passed}"
+            " (e.g. trainer.accelerator=auto trainer.devices=1 trainer.precision=auto)"
+        ) from None
+
+
+def check_trainer_builds(settings: TrainerSettings) -> None:
+    """Build a throwaway Trainer from the hardware settings, so that Lightning refuses them early.
+
+    Deterministic mode, loggers and callbacks are left out: the first would set a process-wide
+    torch flag, the others write files. ``auto`` precision is probed as ``32-true`` because
+    resolving it asks the GPU for bf16 support, which would create a CUDA context in a search's
+    main process; either value it resolves to is one Lightning accepts on that GPU.
+
+    Raises:
+        ConfigError: See :func:`make_trainer`.
+
+    """
+    precision = "32-true" if settings.precision == "auto" else settings.precision
+    # Lightning's notes ("GPU available: ...", 16-mixed on a CPU becoming bf16-mixed) come once,
+    # from the Trainer that trains, not from this one too.
+    notes = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = notes.level
+    notes.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            make_trainer(
+                settings,
+                accelerator=settings.accelerator,
+                devices=settings.devices,
+                precision=precision,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+    finally:
+        notes.setLevel(level)
 
 
 def make_loggers(job: TrainingJob, run_dir: Path) -> list[Any]:
@@ -254,7 +330,8 @@ def _train_once(job: TrainingJob, run_dir: Path) -> dict[str, Any]:
             pl.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=fidelity.early_stopping_patience)
         )
     precision = resolve_precision(trainer_settings.precision)
-    trainer = pl.Trainer(
+    trainer = make_trainer(
+        trainer_settings,
         max_epochs=fidelity.epochs,
         accelerator=trainer_settings.accelerator,
         devices=trainer_settings.devices,

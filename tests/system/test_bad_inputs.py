@@ -17,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig, open_dict
 
+import autopeft.settings
 from autopeft.cli import dispatch
 from autopeft.experiments.search import run_search
 from tests.bo.conftest import TINY_SEARCH, SyntheticObjective
@@ -82,6 +84,47 @@ DISPATCH_CASES: list[tuple[str, list[str], list[str]]] = [
     ("zero epochs", ["mode=train", "fidelity.epochs=0"], ["fidelity.epochs=0"]),
     ("unknown W&B mode", ["mode=train", "logger=wandb", "logger.wandb.mode=cloud"], ["'cloud'", "'offline'"]),
     ("bad save_weights", ["mode=train", "trainer.save_weights=yes"], ["save_weights='yes'", "'peft'"]),
+    # trainer.*: checked before the search (the default mode) or training starts; trainer.accelerator,
+    # which depends on the machine, has its own test below.
+    ("head dropout above 1", ["trainer.head_dropout=1.5"], ["trainer.head_dropout=1.5 must be a number in [0, 1)"]),
+    ("negative weight decay", ["trainer.weight_decay=-0.5"], ["trainer.weight_decay=-0.5 must be a number >= 0"]),
+    (
+        "precision Lightning does not know",
+        ["trainer.precision=fp64"],
+        ["trainer.precision='fp64' is not a precision", "did you mean '64-true'", "'auto'", "'bf16-mixed'"],
+    ),
+    ("misspelt precision", ["trainer.precision=16mixed"], ["precision='16mixed'", "did you mean '16-mixed'"]),
+    ("negative warm-up ratio", ["trainer.warmup_ratio=-1"], ["trainer.warmup_ratio=-1 must be a number in [0, 1)"]),
+    ("zero batch size", ["trainer.batch_size=0"], ["trainer.batch_size=0 must be a positive integer"]),
+    ("batch size true", ["trainer.batch_size=true"], ["trainer.batch_size=true must be a positive integer"]),
+    ("negative learning rate", ["trainer.lr=-1"], ["trainer.lr=-1 must be a positive number or null"]),
+    (
+        "zero training batches",
+        ["trainer.limit_train_batches=0"],
+        ["trainer.limit_train_batches=0 must be null (the whole split), an integer >= 1", "a fraction in (0, 1]"],
+    ),
+    ("two devices", ["trainer.devices=2"], ["trainer.devices=2: each configuration trains on one device", "1"]),
+    ("progress bar not a boolean", ["trainer.progress_bar=yes"], ["trainer.progress_bar='yes' must be true or false"]),
+    (
+        "head dropout above 1 in mode=train",
+        ["mode=train", "peft=sa", "trainer.head_dropout=1.5"],
+        ["trainer.head_dropout=1.5 must be a number in [0, 1)"],
+    ),
+    (
+        "precision Lightning does not know in mode=train",
+        ["mode=train", "peft=sa", "trainer.precision=fp64"],
+        ["trainer.precision='fp64'", "did you mean '64-true'"],
+    ),
+    (
+        "negative warm-up ratio in mode=train",
+        ["mode=train", "peft=sa", "trainer.warmup_ratio=-1"],
+        ["trainer.warmup_ratio=-1 must be a number in [0, 1)"],
+    ),
+    (
+        "negative weight decay in mode=retrain",
+        ["mode=retrain", "retrain.from=/tmp", "fidelity=full", "trainer.weight_decay=-0.5"],
+        ["trainer.weight_decay=-0.5 must be a number >= 0"],
+    ),
     ("report of a missing folder", ["mode=report", "report.runs=[/nonexistent/sweep]"], ["/nonexistent/sweep"]),
     ("empty pipeline", ["mode=pipeline"], ["pipeline.search_tasks and pipeline.baselines are both empty"]),
     ("unknown retrain selection", ["mode=retrain", "retrain.from=/tmp", "retrain.select=best"], ["'best'", "'front'"]),
@@ -243,6 +286,37 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(
     assert not (tmp_path / "run").exists(), f"{case}: the run directory was created"
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [["trainer.accelerator=gpu"], ["mode=train", "peft=sa", "trainer.accelerator=gpu"]],
+    ids=["search", "train"],
+)
+def test_a_gpu_accelerator_on_a_machine_without_one_is_one_clear_line(
+    tiny_cfg: Callable[..., DictConfig],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    overrides: list[str],
+) -> None:
+    # The machine is made GPU-less for the check, so the case reads the same on any machine.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(autopeft.settings, "_mps_available", lambda: False)
+    cfg = tiny_cfg(*overrides)
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "run")
+    code, err = _dispatch(cfg, capsys)
+    assert code == 2
+    _assert_one_clear_line(
+        err,
+        [
+            "trainer.accelerator='gpu' needs a CUDA or Apple MPS GPU",
+            "this machine has no GPU (torch.cuda.is_available() is False)",
+            "allowed on this machine: 'auto', 'cpu'",
+        ],
+    )
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.fixture
 def finished_search(tiny_cfg: Callable[..., DictConfig], tmp_path: Path) -> Path:
     run_dir = tmp_path / "search"
@@ -315,13 +389,34 @@ def test_damaged_results_store_is_refused_and_left_as_it_is(
     assert _snapshot(finished_search) == before
 
 
-#: What Hydra checks before AutoPEFT runs, and the output-location check before Hydra: run.py itself.
+#: What run.py checks before Hydra acts (group options, keys: autopeft/overrides_check.py; the output
+#: location), run as run.py itself.
 SUBPROCESS_CASES: list[tuple[str, list[str], int, list[str]]] = [
-    ("unknown experiment", ["experiment=glue_tranfer"], 1, ["experiment/glue_tranfer", "glue_transfer"]),
-    ("unknown task", ["task=rtee"], 1, ["task/rtee", "rte"]),
-    ("unknown backbone", ["backbone=bert_base"], 1, ["backbone/bert_base", "bert_base_uncased"]),
-    ("unknown space", ["space=sa_pa_pt_layers"], 1, ["space/sa_pa_pt_layers", "sa_pa_pt_layer"]),
-    ("misspelt key without +", ["search.n_inti=5"], 1, ["search.n_inti", "not in struct"]),
+    (
+        "unknown experiment",
+        ["experiment=glue_tranfer"],
+        2,
+        ["error: experiment='glue_tranfer' is not an option of experiment", "did you mean 'glue_transfer'"],
+    ),
+    ("unknown task", ["task=rtee"], 2, ["error: task='rtee' is not an option of task", "did you mean 'rte'"]),
+    (
+        "unknown backbone",
+        ["backbone=bert_base"],
+        2,
+        ["error: backbone='bert_base' is not an option of backbone", "'bert_base_uncased'"],
+    ),
+    (
+        "unknown space",
+        ["space=sa_pa_pt_layers"],
+        2,
+        ["error: space='sa_pa_pt_layers' is not an option of space", "did you mean 'sa_pa_pt_layer'"],
+    ),
+    (
+        "misspelt key without +",
+        ["search.n_inti=5"],
+        2,
+        ["error: unknown key search.n_inti", "did you mean 'search.n_init'"],
+    ),
     ("unwritable output folder", ["output_root={file}/runs"], 2, ["output_root=", "is a file, not a folder"]),
     ("empty output folder", ["output_root="], 2, ["error: output_root='' names no folder", "output_root=<dir>"]),
     ("null output folder", ["output_root=null"], 2, ["error: output_root=null names no folder"]),
