@@ -93,11 +93,12 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Each leaf where two nested mappings differ, as ``key.path: <old> in the run, <new> now``."""
     if isinstance(old, dict) and isinstance(new, dict):
         diffs = []
         for key in sorted(set(old) | set(new), key=str):
-            diffs += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            diffs += differences(old.get(key), new.get(key), f"{prefix}{key}.")
         return diffs
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the run, {new!r} now"]
 
@@ -158,7 +159,7 @@ def check_same_search(cfg: DictConfig, run_dir: Path) -> bool:
     saved_print = saved.get("fingerprint")
     if isinstance(saved_print, dict):  # a run from before the key existed searched on the linear axis
         saved_print = {"search.param_objective": "linear", **saved_print}
-    diffs = _differences(saved_print, fingerprint(cfg))
+    diffs = differences(saved_print, fingerprint(cfg))
     if diffs:
         raise ConfigError(
             f"cannot resume {run_dir}: it is a different search; "

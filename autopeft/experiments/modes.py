@@ -350,13 +350,14 @@ def mode_report(cfg: DictConfig, run_dir: Path | None = None) -> dict[str, Any]:
 
 def mode_pipeline(cfg: DictConfig, resume_dir: Path | None = None) -> dict[str, Any]:
     """Run one experiment end to end (see :mod:`autopeft.experiments.pipeline`); ``resume=<dir>`` continues one."""
-    from autopeft.experiments.pipeline import hydra_composer, run_pipeline, saved_overrides
+    from autopeft.experiments.pipeline import check_resume_overrides, hydra_composer, run_pipeline, saved_overrides
 
     overrides = command_line_overrides()
     compose = hydra_composer(Path(__file__).resolve().parents[2] / "conf")
     if resume_dir is not None:
         saved = saved_overrides(resume_dir) or []
         extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
+        check_resume_overrides(compose, saved, extra, resume_dir)  # before pipeline.json is rewritten
         overrides = [*saved, *extra]
         cfg = compose(overrides)
         run_dir = resume_dir

@@ -409,6 +409,53 @@ def _status_of(previous: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in previous.items() if k in ("status", "summary", "seconds", "pick")}
 
 
+#: Config keys (and their subtrees) a resumed pipeline may change: where files go, what is shown, how
+#: many workers, and budgets that extend what ran (more BO iterations, more seeds) without changing it.
+RESUME_FREE_KEYS = (
+    "output_root",
+    "resume",
+    "data.cache_dir",
+    "logger",
+    "search.n_iter",
+    "search.progress",
+    "search.parallel",
+    "trainer.progress_bar",
+    "retrain.seeds",
+)
+
+
+def check_resume_overrides(compose: Composer, saved: Sequence[str], extra: Sequence[str], run_dir: Path) -> None:
+    """Refuse a pipeline resume whose new overrides change what its results mean, before anything is written.
+
+    The pipeline's config is composed from its saved overrides with and without the new ones;
+    any difference outside :data:`RESUME_FREE_KEYS` (another task, backbone, space, fidelity,
+    trainer value, ...) would make finished stages and new ones disagree, so it is refused.
+
+    Raises:
+        ConfigError: Naming the overrides and up to five of the differences they make.
+
+    """
+    if not extra:
+        return
+    from omegaconf import OmegaConf
+
+    from autopeft.bo.loop import differences
+
+    before, after = (OmegaConf.to_container(compose(o), resolve=False) for o in (list(saved), [*saved, *extra]))
+    diffs = [
+        d
+        for d in differences(before, after)
+        if not any(d.split(":", 1)[0] == k or d.startswith(f"{k}.") for k in RESUME_FREE_KEYS)
+    ]
+    if diffs:
+        raise ConfigError(
+            f"cannot resume {run_dir} with {' '.join(extra)}: it changes what the pipeline's results mean; "
+            + "; ".join(diffs[:5])
+            + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
+            + f". A resume may change only {', '.join(RESUME_FREE_KEYS[2:])}"
+        )
+
+
 def saved_overrides(run_dir: Path) -> list[str] | None:
     """The invocation overrides stored in ``run_dir/pipeline.json`` (None: not a pipeline run)."""
     data = PipelineState._load(Path(run_dir) / "pipeline.json")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from autopeft.cli import resumed_kind
 from autopeft.errors import ConfigError
+from autopeft.experiments.pipeline import PIPELINE_FORMAT, check_resume_overrides, hydra_composer
 from autopeft.experiments.search import run_search
 from autopeft.runs.kinds import describe_run_dir, run_kind
 from tests.bo.conftest import TINY_SEARCH, SyntheticObjective
@@ -139,3 +140,45 @@ def test_an_accepted_resume_keeps_the_snapshot_and_appends_to_the_log(tmp_path: 
     log_after = (run_dir / "run.log").read_text()
     assert log_after.startswith(log_before) and len(log_after) > len(log_before)
     assert len((run_dir / "results.jsonl").read_text().splitlines()) == 3
+
+
+def _pipeline_dir(tmp_path: Path) -> Path:
+    """A pipeline's run directory as its first start leaves it: pipeline.json with its invocation."""
+    run_dir = tmp_path / "pipeline"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=layer_selection\n- debug=smoke\n")
+    state = {
+        "format": PIPELINE_FORMAT,
+        "overrides": ["experiment=layer_selection", "debug=smoke"],
+        "stages": [],
+    }
+    (run_dir / "pipeline.json").write_text(json.dumps(state))
+    return run_dir
+
+
+def test_a_pipeline_resume_with_another_task_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    run_dir = _pipeline_dir(tmp_path)
+    before = _files(run_dir)
+    line = _one_error_line(_run(f"resume={run_dir}", "task=snli_binary"), "changes what the pipeline's results mean")
+    assert "task.name: 'rte' in the run, 'snli_binary' now" in line
+    assert _files(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ([], None),
+        (["search.n_iter=50", "logger=wandb", "retrain.seeds=[0,1,2,3]"], None),  # budgets and logging only
+        (["task=snli_binary"], "task"),
+        (["trainer.lr_peft=0.001"], "trainer.lr_peft"),
+        (["backbone=tiny_bert"], "backbone"),
+    ],
+)
+def test_pipeline_resume_overrides_may_extend_but_not_change(extra: list[str], refused: str | None) -> None:
+    compose = hydra_composer(ROOT / "conf")
+    saved = ["experiment=layer_selection", "debug=smoke"]
+    if refused is None:
+        check_resume_overrides(compose, saved, extra, Path("run"))
+    else:
+        with pytest.raises(ConfigError, match=rf"cannot resume run with .*{refused}"):
+            check_resume_overrides(compose, saved, extra, Path("run"))
