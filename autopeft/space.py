@@ -27,6 +27,7 @@ import torch
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
 from autopeft.peft.config import BackboneShape, PeftSpec, peft_from_config, validate_spec
+from autopeft.peft.families import DECODER_SPACE_SUPPORTED, check_decoder_modules, check_lora_targets
 
 #: Searchable modules in their canonical order (the order of the encoding's size columns).
 MODULES: tuple[str, ...] = ("sa", "pa", "prefix", "lora")
@@ -183,8 +184,9 @@ class SearchSpace:
             shape: The backbone the space is searched on.
 
         Raises:
-            ConfigError: On an unknown key or module, or a choice outside ``[0, D_h]``, naming
-                the bad value and what is allowed.
+            ConfigError: On an unknown key or module, a module the backbone's family cannot take
+                (a decoder takes LoRA only, for now), or a choice outside ``[0, D_h]``, naming the
+                bad value and what is allowed.
 
         """
         values = _to_plain(cfg)
@@ -198,6 +200,8 @@ class SearchSpace:
         if isinstance(raw_modules, str) or not isinstance(raw_modules, Sequence):
             raise ConfigError(f"space.modules={raw_modules!r} must be a list drawn from {allowed_list(MODULES)}")
         _check_modules(raw_modules)
+        # Every point of the space must train on this backbone: refuse the space, not its first point.
+        check_decoder_modules(raw_modules, shape.model_type, shape.name, supported=DECODER_SPACE_SUPPORTED)
         # Canonical order, whatever order the file lists them in: it fixes the encoding's columns.
         modules = tuple(m for m in MODULES if m in raw_modules)
 
@@ -219,6 +223,12 @@ class SearchSpace:
         if not isinstance(fixed, Mapping):
             raise ConfigError(f"space.fixed={fixed!r} must map PeftSpec fields to values")
         check_known_keys(fixed, _FIXED_KEYS, "space.fixed")
+        if "lora" in modules and shape.is_decoder:
+            # The fixed spec has LoRA off, so its own check lets a decoder's missing target through.
+            try:
+                check_lora_targets(fixed.get("lora_targets", PeftSpec.lora_targets), shape.model_type)
+            except ConfigError as err:
+                raise ConfigError(f"space.fixed of space {values['name']!r}: {err}") from err
         fixed_pairs = tuple(
             (key, tuple(value) if isinstance(value, list) else value) for key, value in sorted(fixed.items())
         )

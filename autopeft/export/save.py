@@ -106,6 +106,11 @@ def _write_libraries(
     return out
 
 
+def _decoder_not_expressible() -> LibraryFolder:
+    """The library folders of a decoder's export: not written yet (AutoPEFT's own files hold it all)."""
+    raise NotExpressible(["a decoder backbone (only AutoPEFT's own export folder is written for decoders so far)"])
+
+
 def save_export(
     model: AutoPeftModel,
     cfg: DictConfig | Mapping[str, Any],
@@ -163,14 +168,14 @@ def save_export(
     record = dict(record or {})
     backbone = plain(cfg["backbone"])
     head_dropout = float(cfg["trainer"]["head_dropout"])
-    libraries = _write_libraries(
-        path,
-        {
-            "peft": lambda: peft_folder(model, task, backbone),
-            "adapters": lambda: adapters_folder(model, task, names, head_dropout),
-        },
-        model.spec.describe(),
-    )
+    builders: dict[str, Callable[[], LibraryFolder]] = {
+        "peft": lambda: peft_folder(model, task, backbone),
+        "adapters": lambda: adapters_folder(model, task, names, head_dropout),
+    }
+    if model.decoder:
+        # Both formats know the encoder layout only; a decoder's configuration stays in AutoPEFT's files.
+        builders = dict.fromkeys(builders, _decoder_not_expressible)
+    libraries = _write_libraries(path, builders, model.spec.describe())
     manifest = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,

@@ -15,16 +15,11 @@ from typing import Any
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.peft.adapters import ADAPTER_INITS, SA_PLACEMENTS
+from autopeft.peft.families import ENCODER_LORA_TARGETS, check_decoder_modules, check_lora_targets, is_decoder
 
-#: Linear projections of a BERT/RoBERTa layer that LoRA can adapt, by config name.
-LORA_TARGETS: dict[str, str] = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "attention_output": "attention.output.dense",
-    "intermediate": "intermediate.dense",
-    "output": "output.dense",
-}
+#: Linear projections of a BERT/RoBERTa layer that LoRA can adapt, by config name (decoder
+#: families name theirs in :mod:`autopeft.peft.families`).
+LORA_TARGETS: dict[str, str] = dict(ENCODER_LORA_TARGETS)
 
 
 @dataclass(frozen=True)
@@ -35,7 +30,11 @@ class BackboneShape:
         name: Backbone config name, for messages.
         hidden_size: D_h, the hidden size of the encoder.
         num_layers: Number of Transformer layers.
-        num_heads: Number of attention heads (prefix keys/values are split across them).
+        num_heads: Number of attention (query) heads (prefix keys/values are split across them).
+        model_type: The ``transformers`` family (``bert``, ``llama``, ...); None reads as an encoder.
+        num_kv_heads: Key/value heads under grouped-query attention (fewer than ``num_heads``);
+            None when every query head has its own (see :attr:`kv_heads`).
+        intermediate_size: Width of the feed-forward (MLP) block, when the config states it.
 
     """
 
@@ -43,6 +42,19 @@ class BackboneShape:
     hidden_size: int
     num_layers: int
     num_heads: int
+    model_type: str | None = None
+    num_kv_heads: int | None = None
+    intermediate_size: int | None = None
+
+    @property
+    def is_decoder(self) -> bool:
+        """Whether the backbone is a causal decoder (Llama, Qwen, GPT-2, ...)."""
+        return is_decoder(self.model_type)
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``num_kv_heads`` under grouped-query attention, else ``num_heads``."""
+        return self.num_kv_heads or self.num_heads
 
     @property
     def max_module_size(self) -> int:
@@ -271,9 +283,11 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
                 f"peft.{key}={value} is outside what backbone {shape.name!r} allows: "
                 f"an integer in [0, {bound}] (0 switches the module off; {bound} is {why})"
             )
-    unknown = [t for t in spec.lora_targets if t not in LORA_TARGETS]
-    if unknown:
-        raise ConfigError(f"peft.lora_targets has {unknown[0]!r}; allowed: {allowed_list(LORA_TARGETS)}")
+    check_decoder_modules(spec_modules(spec), shape.model_type, shape.name)
+    # Only a spec that uses LoRA is held to its family's targets: a decoder's head-only spec keeps
+    # the encoder-named default list of the peft node without being refused for it.
+    if spec.lora_rank or not shape.is_decoder:
+        check_lora_targets(spec.lora_targets, shape.model_type)
     if spec.lora_rank and not spec.lora_targets:
         raise ConfigError("peft.lora_rank > 0 needs at least one of peft.lora_targets")
     for key in ("pa_scale", "lora_alpha"):
@@ -295,6 +309,20 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
     _validate_layer_switch(spec)
     _validate_adamix(spec)
     return spec
+
+
+def spec_modules(spec: PeftSpec) -> list[str]:
+    """The modules and options ``spec`` switches on, by their names in :mod:`autopeft.peft.families`."""
+    on = {
+        "sa": spec.sa_size,
+        "pa": spec.pa_size,
+        "prefix": spec.prefix_len,
+        "lora": spec.lora_rank,
+        "gated": spec.gated,
+        "layer_switch": spec.layer_switch,
+        "adamix": spec.adamix_experts,
+    }
+    return [name for name, value in on.items() if value]
 
 
 def _validate_adamix(spec: PeftSpec) -> None:

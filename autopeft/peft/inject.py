@@ -1,42 +1,61 @@
-"""Insert PEFT modules into a Hugging Face BERT/RoBERTa encoder, in place.
+"""Insert PEFT modules into a Hugging Face backbone's layers, in place.
 
-This is the one place that knows the encoder's module layout. Supporting another encoder
-family means teaching :func:`encoder_layers` where its layers are and checking that its
-layers expose the BERT names used below (``attention.self.{query,key,value}``,
-``attention.output.dense``, ``intermediate.dense``, ``output.{dense,dropout,LayerNorm}``).
+This is the one place that wires modules into a layer. Where each family keeps its layers and
+projections is in :mod:`autopeft.peft.families`. Encoder layers take every module and must
+expose the BERT names used below (``attention.self.{query,key,value}``,
+``attention.output.dense``, ``intermediate.dense``, ``output.{dense,dropout,LayerNorm}``);
+decoder layers take LoRA (on the projections their family names), and the configuration
+checks (:func:`~autopeft.peft.config.validate_spec`) refuse the other modules before this runs.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from autopeft.errors import ConfigError, allowed_list
+from autopeft.errors import ConfigError
 from autopeft.peft.adamix import AdaMixFeedForwardOutput, MixtureOfAdapters
 from autopeft.peft.adapters import AdaptedFeedForwardOutput, Bottleneck, bottleneck_init
-from autopeft.peft.config import LORA_TARGETS, PeftSpec
+from autopeft.peft.config import PeftSpec, spec_modules
+from autopeft.peft.families import SUPPORTED_MODEL_TYPES, check_decoder_modules, family_of
 from autopeft.peft.gates import Gate, TokenMask
 from autopeft.peft.lora import LoRALinear
 from autopeft.peft.prefix import PrefixEncoder, PrefixSelfAttention
 from autopeft.peft.switch import LayerSwitch
 
-#: ``config.model_type`` values whose layers have the BERT layout.
-SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+__all__ = ["SUPPORTED_MODEL_TYPES", "backbone_layers", "encoder_layers", "freeze", "inject_peft", "layer_switches"]
 
 
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The Transformer layers of a BERT-family encoder (``model.encoder.layer``).
+def _model_type(model: nn.Module) -> str | None:
+    return getattr(getattr(model, "config", None), "model_type", None)
+
+
+def backbone_layers(model: nn.Module) -> nn.ModuleList:
+    """The Transformer layers of a supported base model (``encoder.layer``, ``layers``, ``h``).
 
     Raises:
         ConfigError: If the model is not of a supported family.
 
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
+    return model.get_submodule(family_of(_model_type(model)).layers)
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The Transformer layers of a BERT-family encoder (``model.encoder.layer``).
+
+    The exports and the Adaptable Adapters code know the encoder layout only, so a decoder is
+    refused here with one line rather than failing on a missing ``attention.self``.
+
+    Raises:
+        ConfigError: If the model is not a supported encoder.
+
+    """
+    family = family_of(_model_type(model))
+    if family.decoder:
         raise ConfigError(
-            f"backbone architecture {model_type!r} is not supported; supported families: "
-            f"{allowed_list(SUPPORTED_MODEL_TYPES)} (add one in autopeft/peft/inject.py)"
+            "this step supports encoder backbones only (bert, roberta); "
+            f"the backbone is a {family.model_type!r} decoder"
         )
-    return model.encoder.layer
+    return model.get_submodule(family.layers)
 
 
 def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
@@ -61,7 +80,7 @@ def inject_peft(model: nn.Module, spec: PeftSpec, tokens: TokenMask | None = Non
     is AdaMix's mixture of adapter experts (:mod:`autopeft.peft.adamix`).
 
     Args:
-        model: A BERT/RoBERTa encoder (e.g. ``BertModel``); modified in place.
+        model: A supported base model (e.g. ``BertModel``, ``LlamaModel``); modified in place.
         spec: A validated configuration.
         tokens: The padding-mask holder the gates average over (see :mod:`autopeft.peft.gates`).
 
@@ -70,7 +89,11 @@ def inject_peft(model: nn.Module, spec: PeftSpec, tokens: TokenMask | None = Non
         parameters are registered once), else None.
 
     """
-    layers = encoder_layers(model)
+    family = family_of(_model_type(model))
+    if family.decoder:
+        # validate_spec refuses these first; this guards callers that build a spec by hand.
+        check_decoder_modules(spec_modules(spec), family.model_type, family.model_type)
+    layers = backbone_layers(model)
     hidden = model.config.hidden_size
     active = spec.active_layers
     prefix = (
@@ -86,7 +109,7 @@ def inject_peft(model: nn.Module, spec: PeftSpec, tokens: TokenMask | None = Non
         layer = layers[index]
         if spec.lora_rank:
             for target in spec.lora_targets:
-                path = LORA_TARGETS[target]
+                path = family.lora_targets[target]
                 base = layer.get_submodule(path)
                 lora = LoRALinear(base, spec.lora_rank, spec.lora_alpha, spec.lora_dropout, gate())
                 _replace(layer, path, lora)
@@ -119,6 +142,6 @@ def layer_switches(model: nn.Module) -> dict[int, LayerSwitch]:
     """The Adaptable Adapters switches of an injected encoder, by layer index (empty if none)."""
     return {
         index: layer.output.switch
-        for index, layer in enumerate(encoder_layers(model))
-        if isinstance(layer.output, AdaptedFeedForwardOutput) and layer.output.switch is not None
+        for index, layer in enumerate(backbone_layers(model))
+        if isinstance(getattr(layer, "output", None), AdaptedFeedForwardOutput) and layer.output.switch is not None
     }

@@ -20,7 +20,8 @@ class LoRALinear(nn.Module):
     Kaiming-uniform initialisation of the reference implementation. g(x) is 1 without a gate.
 
     Args:
-        base: The frozen projection; shared, not copied.
+        base: The frozen projection (``nn.Linear``, or GPT-2's ``Conv1D`` whose weight is stored
+            in x out); shared, not copied.
         rank: r.
         alpha: Scaling numerator.
         dropout: Dropout applied to the LoRA branch's input.
@@ -29,13 +30,14 @@ class LoRALinear(nn.Module):
     """
 
     def __init__(
-        self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, gate: nn.Module | None = None
+        self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0, gate: nn.Module | None = None
     ) -> None:
         super().__init__()
         self.gate = gate
         self.base = base
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
+        self._in, self._out = _widths(base)
+        self.lora_a = nn.Parameter(torch.empty(rank, self._in))
+        self.lora_b = nn.Parameter(torch.zeros(self._out, rank))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
         self.scaling = alpha / rank
         self.dropout = nn.Dropout(dropout)
@@ -43,12 +45,12 @@ class LoRALinear(nn.Module):
     @property
     def in_features(self) -> int:
         """Input width of the wrapped projection (kept for code that inspects Linear layers)."""
-        return self.base.in_features
+        return self._in
 
     @property
     def out_features(self) -> int:
         """Output width of the wrapped projection."""
-        return self.base.out_features
+        return self._out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (..., in) to (..., out)."""
@@ -56,3 +58,10 @@ class LoRALinear(nn.Module):
         if self.gate is not None:
             update = update * self.gate(x)
         return self.base(x) + self.scaling * update
+
+
+def _widths(base: nn.Module) -> tuple[int, int]:
+    """(in, out) widths of a linear projection: ``nn.Linear`` or transformers' ``Conv1D`` (nx, nf)."""
+    if hasattr(base, "in_features"):
+        return base.in_features, base.out_features
+    return base.nx, base.nf

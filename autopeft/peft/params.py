@@ -3,7 +3,9 @@
 The paper (appendix A) counts 2 * D * D_h per inserted layer for serial and parallel
 adapters and 2 * L_PT * D_h per inserted layer for prefix-tuning (the deployed prefix, not
 the training-time MLP), and reports it as a percentage of the pretrained parameters. For
-LoRA we count 2 * r * D_h per adapted projection in the same spirit. The exact count adds
+LoRA we count 2 * r * D_h per adapted projection in the same spirit (on a decoder too, where a
+key/value projection under grouped-query attention or an MLP projection is not square: the
+exact count holds their true widths). The exact count adds
 what the formula leaves out: biases, the prefix embedding and MLP, LoRA factors of
 non-square projections, and the task head (reported separately).
 
@@ -72,6 +74,8 @@ def parameter_report(model: nn.Module, spec: PeftSpec, shape: BackboneShape, bac
             spec has them (included in the trainable counts, not in the paper's).
         ``adamix_params`` / ``adamix_deployed_params``: with AdaMix, every trained expert (in
             the trainable counts) and the merged adapters inference uses (biases included).
+        ``model_type``, ``num_heads``, ``num_kv_heads``, ``intermediate_size``: a decoder's
+            family, attention and MLP shape (decoders only).
     """
     head = getattr(model, "head", None)
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
@@ -97,6 +101,24 @@ def parameter_report(model: nn.Module, spec: PeftSpec, shape: BackboneShape, bac
         "backbone_params": backbone_params,
         "hidden_size": shape.hidden_size,
         "num_layers": shape.num_layers,
+        **_decoder_shape(shape),
         "configuration": spec.describe(),
         **extras,
+    }
+
+
+def _decoder_shape(shape: BackboneShape) -> dict[str, Any]:
+    """A decoder's attention and MLP shape, which its LoRA counts depend on (nothing for encoders).
+
+    Under grouped-query attention the key and value projections are narrower than D_h
+    (``num_kv_heads`` x head size), so their LoRA factors are smaller than the paper's square
+    2 r D_h; the report says the shape that the exact count follows.
+    """
+    if not shape.is_decoder:
+        return {}
+    return {
+        "model_type": shape.model_type,
+        "num_heads": shape.num_heads,
+        "num_kv_heads": shape.kv_heads,
+        "intermediate_size": shape.intermediate_size,
     }

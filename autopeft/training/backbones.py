@@ -1,4 +1,7 @@
-"""Pretrained encoders: the embedded offline MiniLM, random-weight architectures, hub checkpoints.
+"""Pretrained backbones: the embedded offline MiniLM, random-weight architectures, hub checkpoints.
+
+Encoders (BERT, RoBERTa) and causal decoders (Llama, Qwen2/2.5/3, Mistral, Gemma 1-3,
+GPT-2, GPT-NeoX) load the same way, through the ``transformers`` Auto classes.
 
 A backbone config (``conf/backbone/*.yaml``) names a ``source``:
 
@@ -14,6 +17,13 @@ A backbone config (``conf/backbone/*.yaml``) names a ``source``:
 Whatever the source, the architecture (``model_type``) is read from the model's config and
 must be one of :data:`~autopeft.peft.SUPPORTED_MODEL_TYPES`; the hidden size and layer count
 that size the search space come from the same config.
+
+Decoders differ in three ways, all settled here so the rest of the code need not ask: their
+head reads the last real token (``pooling: last``, the default for a decoder), their
+tokenizer gets a pad token when it has none (its EOS, as Llama's and GPT-2's users do) and pads
+on the right (a causal model's real tokens then keep their positions and never see the pads),
+and a random-weight decoder may train its tokenizer offline from the stand-in text
+(``tokenizer: {source: bpe, vocab_size: N}``, :mod:`autopeft.training.offline_tokenizer`).
 """
 
 from __future__ import annotations
@@ -30,10 +40,16 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.peft import SUPPORTED_MODEL_TYPES, BackboneShape
+from autopeft.peft.families import is_decoder
+from autopeft.training.offline_tokenizer import standin_bpe_tokenizer
 
 SOURCES = ("package", "random", "hub", "path", "auto")
+#: Where a ``tokenizer`` entry may come from: a backbone source, or ``bpe``, trained offline.
+TOKENIZER_SOURCES = ("package", "hub", "path", "auto", "bpe")
 _KEYS = ("name", "source", "name_or_path", "subfolder", "model_type", "arch", "pooling", "tokenizer", "batch_size")
-POOLINGS = ("cls", "mean")
+_TOKENIZER_KEYS = ("source", "name_or_path", "subfolder", "vocab_size")
+#: Token pooling of the head: ``cls`` (first token), ``mean``, ``last`` (last real token, decoders').
+POOLINGS = ("cls", "mean", "last")
 #: Files one of which a saved tokenizer folder holds (fast tokenizers, WordPiece, BPE, SentencePiece).
 _VOCAB_FILES = (
     "tokenizer.json",
@@ -47,16 +63,16 @@ _VOCAB_FILES = (
 
 @dataclass
 class Backbone:
-    """A loaded encoder with what the rest of the code needs to know about it.
+    """A loaded backbone with what the rest of the code needs to know about it.
 
     Attributes:
         name: The backbone config name.
-        model: The encoder (``BertModel``/``RobertaModel``), pooler included.
+        model: The base model (``BertModel``, ``LlamaModel``, ...; no LM head), pooler included.
         tokenizer: Its tokenizer, or None when loaded without weights (parameter counting).
         shape: Hidden size, layer and head counts for PEFT validation.
-        num_params: Parameters of the pretrained encoder (pooler included): the denominator of
-            every "% of parameters" figure.
-        pooling: How the head pools token states: ``cls`` or ``mean``.
+        num_params: Parameters of the pretrained base model (pooler included): the denominator
+            of every "% of parameters" figure.
+        pooling: How the head pools token states: ``cls``, ``mean`` or ``last``.
 
     """
 
@@ -146,12 +162,12 @@ def _model_config(cfg: Mapping[str, Any]) -> PretrainedConfig:
 
 
 def unsupported_message(name: str, model_type: Any, where: str | None = None) -> str:
-    """The error for an encoder family the PEFT injection does not know."""
+    """The error for a backbone family the PEFT injection does not know."""
     at = f" at {where!r}" if where else ""
     return (
         f"backbone {name!r}{at} has architecture (model_type) {model_type!r}, which AutoPEFT does not support; "
-        f"supported families: {allowed_list(SUPPORTED_MODEL_TYPES)}. A BERT-layout family is added in one place: "
-        "SUPPORTED_MODEL_TYPES and encoder_layers() in autopeft/peft/inject.py (see docs/custom_tasks.md)"
+        f"supported families: {allowed_list(SUPPORTED_MODEL_TYPES)}. A family is added in one place: "
+        "FAMILIES in autopeft/peft/families.py (see docs/custom_tasks.md)"
     )
 
 
@@ -175,8 +191,54 @@ def validate_backbone_config(cfg: Mapping[str, Any]) -> None:
     check_known_keys(cfg, _KEYS, "backbone")
     if cfg.get("source") not in SOURCES:
         raise ConfigError(f"backbone.source={cfg.get('source')!r}; allowed: {allowed_list(SOURCES)}")
-    if cfg.get("pooling", "cls") not in POOLINGS:
-        raise ConfigError(f"backbone.pooling={cfg.get('pooling')!r}; allowed: {allowed_list(POOLINGS)}")
+    if cfg.get("pooling") is not None and cfg.get("pooling") not in POOLINGS:
+        raise ConfigError(
+            f"backbone.pooling={cfg.get('pooling')!r}; allowed: {allowed_list(POOLINGS)} "
+            "(or null: cls for encoders, last for decoders)"
+        )
+    tokenizer = cfg.get("tokenizer")
+    if isinstance(tokenizer, Mapping):
+        check_known_keys(tokenizer, _TOKENIZER_KEYS, "backbone.tokenizer")
+        if tokenizer.get("source") not in TOKENIZER_SOURCES:
+            raise ConfigError(
+                f"backbone.tokenizer.source={tokenizer.get('source')!r}; allowed: {allowed_list(TOKENIZER_SOURCES)}"
+            )
+
+
+def _pooling(cfg: Mapping[str, Any], config: PretrainedConfig) -> str:
+    """The head's pooling: the configured one, else the family's (``last`` for decoders, ``cls``).
+
+    Raises:
+        ConfigError: On ``cls`` for a decoder, whose first token has seen nothing else.
+
+    """
+    decoder = is_decoder(config.model_type)
+    pooling = cfg.get("pooling") or ("last" if decoder else "cls")
+    if decoder and pooling == "cls":
+        raise ConfigError(
+            f"backbone.pooling='cls' does not suit backbone {cfg['name']!r}, a {config.model_type!r} decoder: its "
+            "first token attends to nothing after it; allowed there: 'last' (the default), 'mean'"
+        )
+    return pooling
+
+
+def _shape(name: str, config: PretrainedConfig) -> BackboneShape:
+    """Hidden size, layers, heads, key/value heads and MLP width from a model config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    # GPT-2 calls its MLP width n_inner (None: 4 D_h); the others intermediate_size.
+    width = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None)
+    if width is None and config.model_type == "gpt2":
+        width = 4 * config.hidden_size
+    return BackboneShape(
+        name=name,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+        num_heads=heads,
+        model_type=config.model_type,
+        num_kv_heads=kv_heads if kv_heads and kv_heads != heads else None,
+        intermediate_size=width,
+    )
 
 
 def _checked_model_config(cfg: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any]:
@@ -186,7 +248,8 @@ def _checked_model_config(cfg: Mapping[str, Any]) -> tuple[Mapping[str, Any], An
         ConfigError: On a bad node or an architecture AutoPEFT does not support.
 
     """
-    if not isinstance(cfg, Mapping):
+    if OmegaConf.is_config(cfg) or not isinstance(cfg, Mapping):
+        # Plain containers all the way down: transformers' strict configs refuse a nested DictConfig.
         cfg = OmegaConf.to_container(cfg, resolve=True)
     validate_backbone_config(cfg)
     config = _model_config(cfg)
@@ -218,7 +281,7 @@ def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
             model = AutoModel.from_pretrained(_location(cfg))
         except OSError as err:
             raise ConfigError(_offline_hint(cfg, err)) from err
-    tokenizer = load_tokenizer(cfg) if weights else None
+    tokenizer = load_tokenizer(cfg, config.model_type) if weights else None
     if tokenizer is not None and len(tokenizer) > config.vocab_size:
         # Token ids past the embedding table would fail deep inside the first forward pass.
         raise ConfigError(
@@ -226,21 +289,46 @@ def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
             f"table has {config.vocab_size:,} rows (vocab_size); the tokenizer does not belong to this model: "
             "use the model's own tokenizer (backbone.tokenizer=null) or one of at most that size"
         )
-    shape = BackboneShape(
-        name=cfg["name"],
-        hidden_size=config.hidden_size,
-        num_layers=config.num_hidden_layers,
-        num_heads=config.num_attention_heads,
-    )
+    pooling = _pooling(cfg, config)
     num_params = sum(p.numel() for p in model.parameters())
-    return Backbone(cfg["name"], model, tokenizer, shape, num_params, cfg.get("pooling", "cls"))
+    return Backbone(cfg["name"], model, tokenizer, _shape(cfg["name"], config), num_params, pooling)
 
 
-def load_tokenizer(cfg: Mapping[str, Any]) -> Any:
-    """The tokenizer of a backbone: its own, or the one its ``tokenizer`` entry names."""
+def load_tokenizer(cfg: Mapping[str, Any], model_type: str | None = None) -> Any:
+    """The tokenizer of a backbone: its own, or the one its ``tokenizer`` entry names.
+
+    A decoder's tokenizer is made ready for classification batches: a pad token (its EOS when
+    it has none) and right padding (see the module docstring).
+
+    Args:
+        cfg: The ``backbone`` node, as a plain mapping.
+        model_type: The backbone's family when the caller has read it; else ``cfg``'s
+            ``model_type``, or the model's config when that is null.
+
+    """
+    tokenizer = _tokenizer(cfg)
+    model_type = model_type or cfg.get("model_type")
+    if model_type is None and cfg.get("source") != "random":
+        model_type = _model_config(cfg).model_type
+    if is_decoder(model_type):
+        if tokenizer.pad_token is None:
+            if tokenizer.eos_token is None:
+                raise ConfigError(
+                    f"backbone {cfg['name']!r}: its tokenizer has neither a pad nor an EOS token to pad "
+                    "batches with; save one with tokenizer.add_special_tokens({'pad_token': ...})"
+                )
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _tokenizer(cfg: Mapping[str, Any]) -> Any:
+    """The tokenizer as its source gives it."""
     source_cfg = cfg.get("tokenizer") or cfg
     if source_cfg is not cfg:
         source_cfg = {"name": cfg["name"], **source_cfg}
+    if source_cfg["source"] == "bpe":
+        return standin_bpe_tokenizer(source_cfg.get("vocab_size", 512))
     if source_cfg["source"] == "random":
         raise ConfigError(f"backbone {cfg['name']!r} has random weights and needs a 'tokenizer' entry")
     folder = _folder(source_cfg)
@@ -272,4 +360,4 @@ def load_tokenizer(cfg: Mapping[str, Any]) -> Any:
 def shape_of(cfg: Mapping[str, Any]) -> BackboneShape:
     """The backbone's shape from its config alone (no weights are loaded)."""
     cfg, config = _checked_model_config(cfg)
-    return BackboneShape(cfg["name"], config.hidden_size, config.num_hidden_layers, config.num_attention_heads)
+    return _shape(cfg["name"], config)

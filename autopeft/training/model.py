@@ -1,4 +1,10 @@
-"""The trainable model: a (frozen) encoder with PEFT modules and a task head."""
+"""The trainable model: a (frozen) backbone with PEFT modules and a task head.
+
+Encoders pool the first token (``cls``) or all tokens (``mean``) into BERT's two-layer head;
+decoders read the last real token, the only one that has attended to the whole input, into one
+bias-free linear layer, as ``transformers``' ``*ForSequenceClassification`` decoders do (their
+``score``), so a decoder's head is the one a peft user knows.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,43 @@ import torch
 from torch import nn
 
 from autopeft.peft import PeftSpec, freeze, inject_peft
+from autopeft.peft.families import is_decoder
 from autopeft.peft.gates import TokenMask
 from autopeft.tasks.spec import TASK_TYPES
 from autopeft.training.backbones import Backbone
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index (B,) of each row's last real token, whichever side the padding is on.
+
+    The position of the last 1 in the mask: ``length - 1`` under right padding, ``T - 1``
+    under left padding.
+    """
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (attention_mask.to(positions.dtype) * positions).argmax(-1)
+
+
+class LastTokenHead(nn.Module):
+    """A decoder's head: the last real token's state through one bias-free linear layer (``score``).
+
+    Args:
+        hidden_size: D_h.
+        out_dim: Number of classes, or 1 for regression and per-choice scoring.
+        std: Standard deviation of the initial weights (the backbone's ``initializer_range``,
+            as ``transformers`` initialises its ``score``).
+
+    """
+
+    def __init__(self, hidden_size: int, out_dim: int, std: float = 0.02) -> None:
+        super().__init__()
+        self.pooling = "last"
+        self.score = nn.Linear(hidden_size, out_dim, bias=False)
+        nn.init.normal_(self.score.weight, std=std)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Map token states (B, T, D_h) to outputs (B, out_dim)."""
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.score(hidden[rows, last_token_index(attention_mask)])
 
 
 class TaskHead(nn.Module):
@@ -46,10 +86,13 @@ class TaskHead(nn.Module):
 
 
 class AutoPeftModel(nn.Module):
-    """Encoder + PEFT modules + head. Only PEFT weights and the head train, unless fine-tuning fully.
+    """Backbone + PEFT modules + head. Only PEFT weights and the head train, unless fine-tuning fully.
+
+    The attribute is called ``encoder`` for every backbone, decoders included, so that saved
+    exports and the code that walks a model keep one name.
 
     Args:
-        backbone: The loaded backbone; its encoder is modified in place and its pooler
+        backbone: The loaded backbone; it is modified in place and an encoder's pooler
             detached (the head takes over its weights).
         spec: The PEFT configuration.
         task_type: ``classification``, ``regression`` or ``multiple_choice``.
@@ -66,7 +109,8 @@ class AutoPeftModel(nn.Module):
             raise ValueError(f"task_type={task_type!r}; allowed: {TASK_TYPES}")
         encoder = backbone.model
         pooler = getattr(encoder, "pooler", None)
-        encoder.pooler = None  # the head replaces it; no need to compute it every step
+        if pooler is not None:
+            encoder.pooler = None  # the head replaces it; no need to compute it every step
         if not spec.full_finetune:
             freeze(encoder)
         self.encoder = encoder
@@ -76,7 +120,12 @@ class AutoPeftModel(nn.Module):
         self._tokens = TokenMask()
         self.prefix_encoder = inject_peft(encoder, spec, self._tokens)
         out_dim = num_labels if task_type == "classification" else 1
-        self.head = TaskHead(encoder.config.hidden_size, out_dim, backbone.pooling, head_dropout, pooler)
+        self.decoder = is_decoder(encoder.config.model_type)
+        if backbone.pooling == "last":
+            std = getattr(encoder.config, "initializer_range", 0.02)
+            self.head: nn.Module = LastTokenHead(encoder.config.hidden_size, out_dim, std)
+        else:
+            self.head = TaskHead(encoder.config.hidden_size, out_dim, backbone.pooling, head_dropout, pooler)
         # RoBERTa has a single token type: BERT-style segment ids would index out of range.
         self._use_token_types = getattr(encoder.config, "type_vocab_size", 1) > 1
         # from_pretrained returns eval mode; training must see the backbone's dropout as usual.
@@ -89,12 +138,13 @@ class AutoPeftModel(nn.Module):
         if self.prefix_encoder is not None:
             self.prefix_encoder.begin_forward()
         try:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if self._use_token_types:
+                inputs["token_type_ids"] = token_type_ids
+            if self.decoder:
+                inputs["use_cache"] = False  # one pass over whole sequences: a key/value cache is wasted memory
             with self._tokens.active(attention_mask):
-                out = self.encoder(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    token_type_ids=token_type_ids if self._use_token_types else None,
-                )
+                out = self.encoder(**inputs)
         finally:
             if self.prefix_encoder is not None:
                 self.prefix_encoder.end_forward()

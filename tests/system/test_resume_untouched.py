@@ -126,6 +126,7 @@ def test_resumed_kind_accepts_only_the_run_the_mode_continues(
     assert "Traceback" not in describe_run_dir(tmp_path)
 
 
+@pytest.mark.slow  # two real run.py searches (about 20 s): .ci/run runs it after the default suite
 def test_an_accepted_resume_keeps_the_snapshot_and_appends_to_the_log(tmp_path: Path) -> None:
     """A real tiny search resumed to extend it: the original .hydra/ stays, run.log grows."""
     common = ["backbone=tiny_bert", "debug=smoke", f"data.cache_dir={tmp_path / 'cache'}", "search.progress=false"]

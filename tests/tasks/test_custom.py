@@ -25,8 +25,8 @@ from transformers import (
     AutoTokenizer,
     BertConfig,
     BertModel,
-    GPT2Config,
-    GPT2Model,
+    OPTConfig,
+    OPTModel,
     RobertaConfig,
     RobertaModel,
 )
@@ -573,11 +573,14 @@ def test_roberta_folder_loads_and_model_type_mismatch_is_named(tmp_path: Path) -
 
 
 def test_unsupported_architecture_fails_naming_it_and_the_hook(tmp_path: Path) -> None:
-    GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2)).save_pretrained(tmp_path)
-    node = {"name": "custom", "source": "auto", "name_or_path": str(tmp_path), "model_type": None, "pooling": "cls"}
+    # OPT: a decoder family AutoPEFT does not support (GPT-2, Llama, Qwen, ... it does).
+    OPTModel(
+        OPTConfig(hidden_size=32, num_hidden_layers=1, ffn_dim=64, num_attention_heads=2, word_embed_proj_dim=32)
+    ).save_pretrained(tmp_path)
+    node = {"name": "custom", "source": "auto", "name_or_path": str(tmp_path), "model_type": None, "pooling": None}
     pattern = (
-        r"has architecture \(model_type\) 'gpt2', which AutoPEFT does not support; supported families: "
-        r"'bert', 'roberta'\. .* autopeft/peft/inject.py"
+        r"has architecture \(model_type\) 'opt', which AutoPEFT does not support; supported families: "
+        r"'bert', 'roberta', 'llama', .*'gpt_neox'\. .* autopeft/peft/families.py"
     )
     for call in (lambda: load_backbone(node, weights=False), lambda: shape_of(node)):
         with pytest.raises(ConfigError, match=pattern):

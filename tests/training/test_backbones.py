@@ -32,8 +32,10 @@ def test_roberta_architecture_builds_without_token_types(compose_cfg: Callable) 
 
 
 def test_unsupported_architecture_is_named(compose_cfg: Callable) -> None:
-    cfg = compose_cfg("backbone=tiny_bert", "backbone.model_type=gpt2")
-    with pytest.raises(ConfigError, match=r"backbone\.model_type='gpt2' is not supported; allowed: 'bert', 'roberta'"):
+    cfg = compose_cfg("backbone=tiny_bert", "backbone.model_type=t5")
+    with pytest.raises(
+        ConfigError, match=r"backbone\.model_type='t5' is not supported; allowed: 'bert', 'roberta', 'llama', 'qwen2'"
+    ):
         load_backbone(cfg.backbone, weights=False)
 
 

@@ -1,0 +1,204 @@
+"""Backbone families: where each supported architecture keeps its layers and projections.
+
+A family is a ``config.model_type`` of ``transformers``. Encoders (BERT, RoBERTa) take every
+PEFT module; decoders (Llama, Qwen, Mistral, Gemma, GPT-2, GPT-NeoX) take LoRA and the task
+head for now, and every other module is refused with one line naming the module, the family
+and what the family does take (:func:`check_decoder_modules`), so a user never meets a
+traceback from a layer that has no ``attention.self``.
+
+Adding a family means one :class:`Family` entry in :data:`FAMILIES`: the path of its layer
+list in the base model (``AutoModel``) and the paths of the projections LoRA may adapt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from autopeft.errors import ConfigError, allowed_list
+
+#: LoRA targets of a BERT/RoBERTa layer, by config name (``peft.lora_targets``).
+ENCODER_LORA_TARGETS: Mapping[str, str] = MappingProxyType(
+    {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attention_output": "attention.output.dense",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+    }
+)
+
+# Llama-style layers (Llama, Qwen2/2.5/3, Mistral, Gemma 1-3): separate q/k/v/o projections and a
+# gated MLP. The generic names keep the encoder's meaning (``intermediate`` widens, ``output``
+# narrows) so that a space's ``lora_targets: [query, value]`` means the same on both kinds;
+# ``gate`` is the gated MLP's extra projection, which encoders do not have.
+_LLAMA_LORA_TARGETS: Mapping[str, str] = MappingProxyType(
+    {
+        "query": "self_attn.q_proj",
+        "key": "self_attn.k_proj",
+        "value": "self_attn.v_proj",
+        "attention_output": "self_attn.o_proj",
+        "gate": "mlp.gate_proj",
+        "intermediate": "mlp.up_proj",
+        "output": "mlp.down_proj",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the PEFT injection needs to know about one architecture.
+
+    Attributes:
+        model_type: The ``transformers`` ``config.model_type``.
+        decoder: Whether it is a causal decoder (last-token head, decoder-only PEFT modules).
+        layers: Dotted path of the layer list inside the base model (``AutoModel``).
+        lora_targets: LoRA target name -> dotted path of the projection inside one layer.
+        fused: Where query, key and value share one projection (so they cannot be adapted
+            one by one), or None.
+
+    """
+
+    model_type: str
+    decoder: bool
+    layers: str
+    lora_targets: Mapping[str, str] = field(default_factory=dict)
+    fused: str | None = None
+
+
+def _llama_like(model_type: str) -> Family:
+    return Family(model_type, decoder=True, layers="layers", lora_targets=_LLAMA_LORA_TARGETS)
+
+
+#: Every supported family, encoders first (the order of the "supported families" lists).
+FAMILIES: Mapping[str, Family] = MappingProxyType(
+    {
+        "bert": Family("bert", decoder=False, layers="encoder.layer", lora_targets=ENCODER_LORA_TARGETS),
+        "roberta": Family("roberta", decoder=False, layers="encoder.layer", lora_targets=ENCODER_LORA_TARGETS),
+        **{t: _llama_like(t) for t in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text")},
+        # GPT-2's projections are transformers' Conv1D (weight stored in x out), which LoRALinear takes.
+        "gpt2": Family(
+            "gpt2",
+            decoder=True,
+            layers="h",
+            lora_targets={"attention_output": "attn.c_proj", "intermediate": "mlp.c_fc", "output": "mlp.c_proj"},
+            fused="attn.c_attn",
+        ),
+        "gpt_neox": Family(
+            "gpt_neox",
+            decoder=True,
+            layers="layers",
+            lora_targets={
+                "attention_output": "attention.dense",
+                "intermediate": "mlp.dense_h_to_4h",
+                "output": "mlp.dense_4h_to_h",
+            },
+            fused="attention.query_key_value",
+        ),
+    }
+)
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
+ENCODER_MODEL_TYPES: tuple[str, ...] = tuple(t for t, f in FAMILIES.items() if not f.decoder)
+DECODER_MODEL_TYPES: tuple[str, ...] = tuple(t for t, f in FAMILIES.items() if f.decoder)
+
+#: PEFT options that decoder layers cannot take yet, by what a message calls them.
+DECODER_UNSUPPORTED: Mapping[str, str] = MappingProxyType(
+    {
+        "sa": "serial adapters",
+        "pa": "parallel adapters",
+        "prefix": "prefix-tuning",
+        "gated": "UniPELT gates",
+        "layer_switch": "Adaptable Adapters' layer switches",
+        "adamix": "AdaMix",
+    }
+)
+#: What decoders take, for the messages of a PEFT configuration and of a search space.
+_DECODER_SUPPORTED = (
+    "LoRA (peft=lora, peft.lora_rank), full fine-tuning (peft=fft) and the task head alone (peft=head_only)"
+)
+
+
+DECODER_SPACE_SUPPORTED = "the LoRA module alone (space=lora)"
+
+
+def family_of(model_type: str | None) -> Family:
+    """The :class:`Family` of ``model_type``.
+
+    Raises:
+        ConfigError: If AutoPEFT does not support it, listing the supported families.
+
+    """
+    if model_type not in FAMILIES:
+        raise ConfigError(
+            f"backbone architecture {model_type!r} is not supported; supported families: "
+            f"{allowed_list(SUPPORTED_MODEL_TYPES)} (add one in autopeft/peft/families.py)"
+        )
+    return FAMILIES[model_type]
+
+
+def is_decoder(model_type: str | None) -> bool:
+    """Whether ``model_type`` is a supported decoder family (False for encoders and unknowns)."""
+    return model_type in FAMILIES and FAMILIES[model_type].decoder
+
+
+def check_decoder_modules(
+    modules: Iterable[str], model_type: str | None, backbone: str, *, supported: str = _DECODER_SUPPORTED
+) -> None:
+    """Refuse PEFT modules that decoder layers cannot take yet, in one line.
+
+    Args:
+        modules: Keys of :data:`DECODER_UNSUPPORTED` (and others, which pass) that a PEFT
+            configuration or a search space uses.
+        model_type: The backbone's family; encoders pass whatever the modules.
+        backbone: The backbone config name, for the message.
+        supported: What the message offers instead (a search space offers spaces).
+
+    Raises:
+        ConfigError: Naming the first unsupported module, the family and what it takes.
+
+    """
+    if not is_decoder(model_type):
+        return
+    for module in modules:
+        if module in DECODER_UNSUPPORTED:
+            raise ConfigError(
+                f"{DECODER_UNSUPPORTED[module]} on decoder backbones are not supported yet (backbone {backbone!r} "
+                f"is {model_type!r}); supported there: {supported}"
+            )
+
+
+def lora_targets_of(model_type: str | None) -> Mapping[str, str]:
+    """LoRA target name -> projection path inside a layer, for ``model_type`` (encoders' when unknown)."""
+    family = FAMILIES.get(model_type) if model_type is not None else None
+    return family.lora_targets if family is not None else ENCODER_LORA_TARGETS
+
+
+def check_lora_targets(targets: Iterable[str], model_type: str | None) -> None:
+    """Refuse a LoRA target that ``model_type``'s layers do not have, in one line.
+
+    Raises:
+        ConfigError: Naming the first such target and the family's targets.
+
+    """
+    known = lora_targets_of(model_type)
+    for target in targets:
+        if target not in known:
+            raise ConfigError(unknown_lora_target_message(target, model_type))
+
+
+def unknown_lora_target_message(target: str, model_type: str | None) -> str:
+    """The error for a ``peft.lora_targets`` entry that ``model_type``'s layers do not have."""
+    targets = lora_targets_of(model_type)
+    family = FAMILIES.get(model_type) if model_type is not None else None
+    if family is not None and family.decoder:
+        why = ""
+        if family.fused and target in ("query", "key", "value"):
+            why = f" ({model_type} fuses query, key and value into one projection, {family.fused})"
+        return (
+            f"peft.lora_targets has {target!r}, which {model_type!r} layers do not have{why}; "
+            f"allowed: {allowed_list(targets)}"
+        )
+    return f"peft.lora_targets has {target!r}; allowed: {allowed_list(targets)}"
