@@ -29,6 +29,12 @@ def shown_value(value: Any) -> str:
     return repr(value)
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an error's message (libraries' run to many lines), else its type's name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def did_you_mean(value: str, options: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` when a close match exists, else an empty string."""
     close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1, cutoff=0.6)

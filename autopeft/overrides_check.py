@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from autopeft.errors import ConfigError, allowed_list, did_you_mean, shown_value
+from autopeft.errors import ConfigError, allowed_list, did_you_mean, first_line, shown_value
 
 #: The config folder and primary config ``run.py`` hands to ``@hydra.main``.
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -280,7 +280,7 @@ def _check_keys(groups: Sequence[Any], keys: Sequence[Any], conf_dir: Path, conf
             try:
                 cfg = hydra.compose_config(config_name, cell, run_mode=mode, validate_sweep_overrides=False)
             except (HydraException, OmegaConfBaseException, ValueError) as err:
-                raise ConfigError(f"{_first_line(err)}{where}") from None
+                raise ConfigError(f"{first_line(err)}{where}") from None
             for override in keys:
                 _apply_key_override(override, cfg, where, conf_dir)
 
@@ -336,7 +336,7 @@ def _apply_one(override: Any, cfg: Any, where: str, conf_dir: Path) -> None:
         if problem:
             raise ConfigError(_unknown_key_message(cfg, key, problem, where, conf_dir)) from None
         if override.is_delete():  # ~key=value of another value, ~key of a null
-            raise ConfigError(f"{override.input_line}{where}: {_first_line(err)}") from None
+            raise ConfigError(f"{override.input_line}{where}: {first_line(err)}") from None
         raise ConfigError(_shape_message(override, pristine, err, where)) from None
 
 
@@ -479,7 +479,7 @@ def _shape_message(override: Any, before: dict[str, Any] | list[Any] | None, err
     if isinstance(before, list):
         return f"{shown} must be a list, like its default {key}={shown_value(before)}{where}"
     cause = err.__cause__ or err
-    return f"{shown} cannot be set{where}: {_first_line(cause)}"
+    return f"{shown} cannot be set{where}: {first_line(cause)}"
 
 
 def _placeholder(value: Any) -> str:
@@ -495,9 +495,3 @@ def _placeholder(value: Any) -> str:
     if isinstance(value, str):
         return "<text>"
     return "<value|null>"
-
-
-def _first_line(err: BaseException) -> str:
-    """The first non-empty line of an error's message (Hydra's run to many lines)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__

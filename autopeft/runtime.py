@@ -21,9 +21,7 @@ def register_resolvers() -> None:
 
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
     OmegaConf.register_new_resolver("run_tag", _run_tag, replace=True)
-    OmegaConf.register_new_resolver(
-        "resume_or", lambda resume, new: resume if resume and Path(str(resume)).is_dir() else new, replace=True
-    )
+    OmegaConf.register_new_resolver("resume_or", lambda resume, new: resume if _resuming(resume) else new, replace=True)
     OmegaConf.register_new_resolver("custom_task_name", _custom_task_name, replace=True)
     OmegaConf.register_new_resolver("unless_resuming", _unless_resuming, replace=True)
 
@@ -37,7 +35,12 @@ def _unless_resuming(resume: object, value: object) -> object:
     ``hydra.output_subdir`` set to None makes Hydra skip the snapshot: a resumed search keeps its
     config in ``search.json``, a resumed pipeline its overrides in ``pipeline.json``.
     """
-    return None if resume and Path(str(resume)).is_dir() else value
+    return None if _resuming(resume) else value
+
+
+def _resuming(resume: object) -> bool:
+    """Whether ``resume=`` names an existing directory: the run directory is then the one it continues."""
+    return bool(resume) and Path(str(resume)).is_dir()
 
 
 def _custom_task_name(train: object = None, hub: object = None, subset: object = None) -> str:
@@ -91,6 +94,11 @@ def command_line_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def override_key(override: str) -> str:
+    """The key a command-line override sets: ``search.n_iter`` of ``+search.n_iter=5`` or ``~search.n_iter``."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def experiment_name() -> str:

@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from autopeft.bo.settings import SearchSettings, make_searcher
 from autopeft.errors import ConfigError
 from autopeft.io import RunDirectoryLock, atomic_write_json
 from autopeft.runs.store import ResultsStore
+from autopeft.runtime import override_key
 from autopeft.space import Point, SearchSpace
 
 log = logging.getLogger("autopeft.search")
@@ -93,14 +94,29 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Each leaf where two nested mappings differ, as ``key.path: <old> in the run, <new> now``."""
+def differences(old: Any, new: Any, prefix: str = "", ignore: Collection[str] = ()) -> list[str]:
+    """Each leaf where two nested mappings differ, as ``key.path: <old> in the run, <new> now``.
+
+    Args:
+        old: What the run holds.
+        new: What this invocation asks for.
+        prefix: The key path of ``old`` and ``new`` (with its trailing dot), for recursion.
+        ignore: Key paths whose whole subtree may differ (e.g. ``logger``, ``search.n_iter``).
+
+    """
     if isinstance(old, dict) and isinstance(new, dict):
         diffs = []
         for key in sorted(set(old) | set(new), key=str):
-            diffs += differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            if f"{prefix}{key}" not in ignore:
+                diffs += differences(old.get(key), new.get(key), f"{prefix}{key}.", ignore)
         return diffs
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the run, {new!r} now"]
+
+
+def listed_differences(diffs: list[str], shown: int = 5) -> str:
+    """The first ``shown`` differences joined for a one-line message, and how many more there are."""
+    more = f" (+{len(diffs) - shown} more)" if len(diffs) > shown else ""
+    return "; ".join(diffs[:shown]) + more
 
 
 def open_run(cfg: DictConfig, run_dir: Path, space: SearchSpace, param_axis: ParamAxis | None = None) -> SearchFiles:
@@ -161,11 +177,7 @@ def check_same_search(cfg: DictConfig, run_dir: Path) -> bool:
         saved_print = {"search.param_objective": "linear", **saved_print}
     diffs = differences(saved_print, fingerprint(cfg))
     if diffs:
-        raise ConfigError(
-            f"cannot resume {run_dir}: it is a different search; "
-            + "; ".join(diffs[:5])
-            + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
-        )
+        raise ConfigError(f"cannot resume {run_dir}: it is a different search; {listed_differences(diffs)}")
     return True
 
 
@@ -190,7 +202,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> Dict
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ConfigError(f"{manifest} is damaged ({err}); it was not modified") from None
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if key in ("resume", "hydra") or key.startswith("hydra."):
             continue
         if OmegaConf.select(cfg, key, default="<missing>") == "<missing>" or key in ("experiment", "debug"):

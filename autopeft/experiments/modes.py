@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autopeft.data.protocol import DEFAULT_PROTOCOL, protocol_of, record_scoring, scores_caption, scores_text, scoring
 from autopeft.errors import ConfigError
-from autopeft.runtime import command_line_overrides, experiment_name, run_dir_of
+from autopeft.runtime import command_line_overrides, experiment_name, override_key, run_dir_of
 from autopeft.settings import check_resume
 
 
@@ -237,7 +237,7 @@ def check_no_peft_override(overrides: list[str], space: str) -> None:
 
     """
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if key == "peft" or key.startswith("peft."):
             raise ConfigError(
                 f"{override} does not apply to mode=search: a search chooses each PEFT configuration from "
@@ -356,10 +356,9 @@ def mode_pipeline(cfg: DictConfig, resume_dir: Path | None = None) -> dict[str, 
     compose = hydra_composer(Path(__file__).resolve().parents[2] / "conf")
     if resume_dir is not None:
         saved = saved_overrides(resume_dir) or []
-        extra = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume"]
-        check_resume_overrides(compose, saved, extra, resume_dir)  # before pipeline.json is rewritten
+        extra = [o for o in overrides if override_key(o) != "resume"]
+        cfg = check_resume_overrides(compose, saved, extra, resume_dir)  # before pipeline.json is rewritten
         overrides = [*saved, *extra]
-        cfg = compose(overrides)
         run_dir = resume_dir
     else:
         run_dir = run_dir_of(cfg)

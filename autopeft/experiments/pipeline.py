@@ -40,6 +40,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.runtime import override_key
 
 log = logging.getLogger("autopeft.pipeline")
 
@@ -312,7 +313,7 @@ def base_overrides(overrides: Sequence[str]) -> list[str]:
     """The invocation's overrides minus those each stage sets itself."""
     kept = []
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key = override_key(override)
         if key in _STAGE_OWNED or key == "hydra" or key.startswith("hydra."):
             continue
         kept.append(override)
@@ -424,36 +425,34 @@ RESUME_FREE_KEYS = (
 )
 
 
-def check_resume_overrides(compose: Composer, saved: Sequence[str], extra: Sequence[str], run_dir: Path) -> None:
-    """Refuse a pipeline resume whose new overrides change what its results mean, before anything is written.
+def check_resume_overrides(compose: Composer, saved: Sequence[str], extra: Sequence[str], run_dir: Path) -> DictConfig:
+    """The resumed pipeline's config, refused when its new overrides change what its results mean.
 
     The pipeline's config is composed from its saved overrides with and without the new ones;
     any difference outside :data:`RESUME_FREE_KEYS` (another task, backbone, space, fidelity,
-    trainer value, ...) would make finished stages and new ones disagree, so it is refused.
+    trainer value, ...) would make finished stages and new ones disagree, so it is refused
+    before anything is written.
+
+    Returns:
+        The config of the saved overrides followed by ``extra`` (the one the pipeline runs).
 
     Raises:
         ConfigError: Naming the overrides and up to five of the differences they make.
 
     """
+    from autopeft.bo.loop import differences, listed_differences
+
+    resumed = compose([*saved, *extra])
     if not extra:
-        return
-    from omegaconf import OmegaConf
-
-    from autopeft.bo.loop import differences
-
-    before, after = (OmegaConf.to_container(compose(o), resolve=False) for o in (list(saved), [*saved, *extra]))
-    diffs = [
-        d
-        for d in differences(before, after)
-        if not any(d.split(":", 1)[0] == k or d.startswith(f"{k}.") for k in RESUME_FREE_KEYS)
-    ]
+        return resumed
+    before, after = (OmegaConf.to_container(c, resolve=False) for c in (compose(list(saved)), resumed))
+    diffs = differences(before, after, ignore=RESUME_FREE_KEYS)
     if diffs:
         raise ConfigError(
             f"cannot resume {run_dir} with {' '.join(extra)}: it changes what the pipeline's results mean; "
-            + "; ".join(diffs[:5])
-            + (f" (+{len(diffs) - 5} more)" if len(diffs) > 5 else "")
-            + f". A resume may change only {', '.join(RESUME_FREE_KEYS[2:])}"
+            f"{listed_differences(diffs)}. A resume may change only {', '.join(RESUME_FREE_KEYS[2:])}"
         )
+    return resumed
 
 
 def saved_overrides(run_dir: Path) -> list[str] | None:

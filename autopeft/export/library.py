@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from autopeft.peft.config import LORA_TARGETS
+from autopeft.peft.families import ENCODER_LORA_TARGETS
 from autopeft.peft.inject import encoder_layers
 from autopeft.peft.lora import LoRALinear
 from autopeft.training.model import AutoPeftModel
@@ -56,7 +56,7 @@ class LoraSite:
 
     Attributes:
         layer: Its layer index.
-        target: Its :data:`~autopeft.peft.config.LORA_TARGETS` key (``query``, ``output``, ...).
+        target: Its :data:`~autopeft.peft.families.ENCODER_LORA_TARGETS` key (``query``, ``output``, ...).
         path: Its Hugging Face path inside the layer (``attention.self.query``).
         module: The LoRA module (``lora_a`` (r x in), ``lora_b`` (out x r), ``scaling`` = alpha / r).
 
@@ -79,7 +79,7 @@ class LoraSite:
 
 
 #: Hugging Face path inside a layer -> LoRA target name.
-_TARGET_OF_PATH = {path: target for target, path in LORA_TARGETS.items()}
+_TARGET_OF_PATH = {path: target for target, path in ENCODER_LORA_TARGETS.items()}
 
 
 def lora_sites(model: AutoPeftModel) -> list[LoraSite]:

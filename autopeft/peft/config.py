@@ -15,11 +15,7 @@ from typing import Any
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.peft.adapters import ADAPTER_INITS, SA_PLACEMENTS
-from autopeft.peft.families import ENCODER_LORA_TARGETS, check_decoder_modules, check_lora_targets, is_decoder
-
-#: Linear projections of a BERT/RoBERTa layer that LoRA can adapt, by config name (decoder
-#: families name theirs in :mod:`autopeft.peft.families`).
-LORA_TARGETS: dict[str, str] = dict(ENCODER_LORA_TARGETS)
+from autopeft.peft.families import check_decoder_modules, check_lora_targets, is_decoder
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,8 @@ class PeftSpec:
         prefix_bottleneck: Hidden size of the prefix MLP reparameterisation (800 in the paper).
         lora_rank: LoRA rank r.
         lora_alpha: LoRA scaling numerator (update scaled by alpha / r).
-        lora_targets: Projections LoRA adapts; keys of :data:`LORA_TARGETS`.
+        lora_targets: Projections LoRA adapts; keys of its family's ``lora_targets``
+            (:mod:`autopeft.peft.families`).
         lora_dropout: Dropout on the LoRA input.
         adapter_dropout: Dropout inside the serial and parallel adapters' bottleneck.
         sa_placement: How the serial adapter is wired (:mod:`autopeft.peft.adapters`):

@@ -101,7 +101,6 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
 )
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(FAMILIES)
-ENCODER_MODEL_TYPES: tuple[str, ...] = tuple(t for t, f in FAMILIES.items() if not f.decoder)
 DECODER_MODEL_TYPES: tuple[str, ...] = tuple(t for t, f in FAMILIES.items() if f.decoder)
 
 #: PEFT options that decoder layers cannot take yet, by what a message calls them.
@@ -184,21 +183,16 @@ def check_lora_targets(targets: Iterable[str], model_type: str | None) -> None:
 
     """
     known = lora_targets_of(model_type)
-    for target in targets:
-        if target not in known:
-            raise ConfigError(unknown_lora_target_message(target, model_type))
-
-
-def unknown_lora_target_message(target: str, model_type: str | None) -> str:
-    """The error for a ``peft.lora_targets`` entry that ``model_type``'s layers do not have."""
-    targets = lora_targets_of(model_type)
     family = FAMILIES.get(model_type) if model_type is not None else None
-    if family is not None and family.decoder:
+    for target in targets:
+        if target in known:
+            continue
+        if family is None or not family.decoder:
+            raise ConfigError(f"peft.lora_targets has {target!r}; allowed: {allowed_list(known)}")
         why = ""
         if family.fused and target in ("query", "key", "value"):
             why = f" ({model_type} fuses query, key and value into one projection, {family.fused})"
-        return (
+        raise ConfigError(
             f"peft.lora_targets has {target!r}, which {model_type!r} layers do not have{why}; "
-            f"allowed: {allowed_list(targets)}"
+            f"allowed: {allowed_list(known)}"
         )
-    return f"peft.lora_targets has {target!r}; allowed: {allowed_list(targets)}"

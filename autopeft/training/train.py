@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from autopeft.data.cache import Tokenisation
 from autopeft.data.datamodule import TaskDataModule
 from autopeft.data.protocol import scoring
-from autopeft.errors import ConfigError, shown_value
+from autopeft.errors import ConfigError, first_line, shown_value
 from autopeft.peft import PeftSpec, peft_from_config
 from autopeft.peft.params import parameter_report
 from autopeft.settings import TrainerSettings, TrainingSettings, plain, trains_on_this_machine
@@ -190,7 +190,7 @@ def make_trainer(settings: TrainerSettings, **kwargs: Any) -> pl.Trainer:
     # ImportError: a precision or accelerator whose package is missing (Lightning raises
     # ModuleNotFoundError with a pip hint); TypeError: devices of the wrong form for the accelerator.
     except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+        first = first_line(err).rstrip(".")
         passed = " ".join(f"trainer.{key}={shown_value(getattr(settings, key))}" for key in _HARDWARE_KEYS)
         raise ConfigError(
             f"trainer settings rejected by PyTorch Lightning: {first}; check {passed}"
