@@ -243,6 +243,9 @@ def test_to_peft_uses_fixed_fields_and_leaves_unsearched_modules_off() -> None:
         "adamix_share_up": True,
         "adamix_share_down": False,
         "adamix_consistency": 0.0,
+        "lora_rank_pattern": {},
+        "lora_alpha_rule": "constant",
+        "use_dora": False,
     }
     assert s.param_count(s.point(mask, sa=48, prefix=6, lora=6)) == 2 * 768 * (48 + 6 + 6 * 2) * 8
     assert s.describe(s.point(mask, sa=48, prefix=6)) == "SA 48 + PT 6 on layers 4–11"

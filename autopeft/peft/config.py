@@ -15,7 +15,14 @@ from typing import Any
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
 from autopeft.peft.adapters import ADAPTER_INITS, SA_PLACEMENTS
-from autopeft.peft.families import check_decoder_modules, check_lora_targets, is_decoder
+from autopeft.peft.families import LORA_GROUPS, check_decoder_modules, check_lora_targets, is_decoder, lora_group_of
+
+#: How each LoRA projection's alpha follows from ``peft.lora_alpha`` (``peft.lora_alpha_rule``):
+#: ``constant`` gives every projection alpha = lora_alpha (the paper's and peft's default, so the
+#: update scale alpha / r shrinks as r grows); ``rank_multiple`` gives alpha = lora_alpha x r, so
+#: every projection's update scale is lora_alpha whatever its rank (lora_alpha: 2 is the common
+#: "alpha = 2r" of LLM recipes), which keeps mixed per-layer ranks on one learning-rate scale.
+LORA_ALPHA_RULES: tuple[str, ...] = ("constant", "rank_multiple")
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,15 @@ class PeftSpec:
         lora_targets: Projections LoRA adapts; keys of its family's ``lora_targets``
             (:mod:`autopeft.peft.families`).
         lora_dropout: Dropout on the LoRA input.
+        lora_rank_pattern: Ranks that differ from ``lora_rank``, as sorted ``(key, rank)`` pairs;
+            a key is a target (``query``), a projection group (``attention`` = query/key/value/
+            attention_output, ``mlp`` = gate/intermediate/output), a layer index (``"3"``), or
+            ``"<layer>.<target or group>"``. The most specific key wins (see
+            :meth:`lora_rank_of`); rank 0 leaves that projection without LoRA.
+        lora_alpha_rule: ``constant`` or ``rank_multiple`` (:data:`LORA_ALPHA_RULES`).
+        use_dora: DoRA (Liu et al., 2024): each LoRA projection also learns a magnitude vector
+            (one value per output feature) and its weight direction is normalised, as in peft's
+            ``use_dora=True``.
         adapter_dropout: Dropout inside the serial and parallel adapters' bottleneck.
         sa_placement: How the serial adapter is wired (:mod:`autopeft.peft.adapters`):
             ``"pfeiffer"`` (it reads LN(h + x), as the authors' AdapterHub ``AutoPEFTConfig``
@@ -122,6 +138,9 @@ class PeftSpec:
     lora_alpha: float = 8.0
     lora_targets: tuple[str, ...] = ("query", "value")
     lora_dropout: float = 0.0
+    lora_rank_pattern: tuple[tuple[str, int], ...] = ()
+    lora_alpha_rule: str = "constant"
+    use_dora: bool = False
     adapter_dropout: float = 0.0
     sa_placement: str = "pfeiffer"
     adapter_init: str = "adapterhub"
@@ -136,10 +155,47 @@ class PeftSpec:
     adamix_consistency: float = 0.0
 
     @property
+    def lora_on(self) -> bool:
+        """Whether some target of some layer gets a LoRA rank above 0 (``lora_rank`` or the pattern)."""
+        return bool(self.lora_targets) and (bool(self.lora_rank) or any(rank for _, rank in self.lora_rank_pattern))
+
+    @property
     def active_layers(self) -> tuple[int, ...]:
         """Layers that actually receive a module (empty when every module is off)."""
-        any_module = self.sa_size or self.pa_size or self.prefix_len or self.lora_rank
-        return self.layers if any_module else ()
+        if self.sa_size or self.pa_size or self.prefix_len:
+            return self.layers
+        if not self.lora_on:
+            return ()
+        return tuple(i for i in self.layers if any(self.lora_rank_of(i, t) for t in self.lora_targets))
+
+    def lora_rank_of(self, layer: int, target: str) -> int:
+        """LoRA rank of ``target`` in ``layer``: the most specific ``lora_rank_pattern`` key, else ``lora_rank``.
+
+        Specificity, highest first: ``"<layer>.<target>"``, ``"<layer>.<group>"``, ``"<layer>"``,
+        ``"<target>"``, ``"<group>"``. Layers outside :attr:`layers` and targets outside
+        :attr:`lora_targets` get 0.
+        """
+        if layer not in self.layers or target not in self.lora_targets:
+            return 0
+        pattern = dict(self.lora_rank_pattern)
+        group = lora_group_of(target)
+        for key in (f"{layer}.{target}", f"{layer}.{group}", str(layer), target, group):
+            if key in pattern:
+                return pattern[key]
+        return self.lora_rank
+
+    def lora_alpha_of(self, rank: int) -> float:
+        """The alpha of a LoRA projection of rank ``rank`` under :attr:`lora_alpha_rule`."""
+        return float(self.lora_alpha) * rank if self.lora_alpha_rule == "rank_multiple" else float(self.lora_alpha)
+
+    def lora_ranks(self) -> dict[tuple[int, str], int]:
+        """Every adapted (layer, target) with its rank > 0, in layer then target order."""
+        return {
+            (layer, target): rank
+            for layer in self.layers
+            for target in self.lora_targets
+            if (rank := self.lora_rank_of(layer, target))
+        }
 
     def describe(self) -> str:
         """The configuration in words, e.g. ``"SA 48 + PT 6 on layers 4–11"``.
@@ -157,8 +213,8 @@ class PeftSpec:
         ]
         if self.adamix_experts and self.sa_size:
             parts[0] = f"AdaMix SA {self.sa_size} x{self.adamix_experts} experts{_sharing(self)}"
-        if self.lora_rank:
-            parts.append(f"LoRA r{self.lora_rank} ({'/'.join(self.lora_targets)})")
+        if self.lora_on:
+            parts.append(_describe_lora(self))
         if not parts or not self.layers:
             return "head only (frozen backbone)"
         modules = " + ".join(parts) + (", each gated," if self.gated else "")
@@ -172,7 +228,20 @@ class PeftSpec:
         out = asdict(self)
         out["layers"] = list(self.layers)
         out["lora_targets"] = list(self.lora_targets)
+        out["lora_rank_pattern"] = dict(self.lora_rank_pattern)
         return out
+
+
+def _describe_lora(spec: PeftSpec) -> str:
+    """``LoRA r8 (query/value)``, ``DoRA r8 (...)``, or with a pattern ``LoRA r0-16 (...; attention 16, mlp 4)``."""
+    name = "DoRA" if spec.use_dora else "LoRA"
+    if not spec.lora_rank_pattern:
+        return f"{name} r{spec.lora_rank} ({'/'.join(spec.lora_targets)})"
+    ranks = spec.lora_ranks().values()
+    low, high = (min(ranks), max(ranks)) if ranks else (0, 0)
+    span = f"r{low}" if low == high else f"r{low}–{high}"
+    pattern = ", ".join(f"{key} {rank}" for key, rank in spec.lora_rank_pattern)
+    return f"{name} {span} ({'/'.join(spec.lora_targets)}; {pattern})"
 
 
 def _sharing(spec: PeftSpec) -> str:
@@ -287,6 +356,7 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
         check_lora_targets(spec.lora_targets, shape.model_type)
     if spec.lora_rank and not spec.lora_targets:
         raise ConfigError("peft.lora_rank > 0 needs at least one of peft.lora_targets")
+    _validate_lora_pattern(spec, shape)
     for key in ("pa_scale", "lora_alpha"):
         if not float(getattr(spec, key)) > 0:
             raise ConfigError(f"peft.{key}={getattr(spec, key)} must be > 0")
@@ -308,13 +378,44 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
     return spec
 
 
+def _validate_lora_pattern(spec: PeftSpec, shape: BackboneShape) -> None:
+    """``lora_rank_pattern`` keys name a target, group or layer of ``shape``; ranks fit; rule and DoRA flags."""
+    if spec.lora_alpha_rule not in LORA_ALPHA_RULES:
+        raise ConfigError(
+            f"peft.lora_alpha_rule={spec.lora_alpha_rule!r} is not allowed; allowed: {allowed_list(LORA_ALPHA_RULES)}"
+        )
+    if not isinstance(spec.use_dora, bool):
+        raise ConfigError(f"peft.use_dora={spec.use_dora!r} must be true or false")
+    names = (*spec.lora_targets, *LORA_GROUPS)
+    allowed = (
+        f"a target of peft.lora_targets ({'/'.join(spec.lora_targets) or 'none'}), a group "
+        f"({'/'.join(LORA_GROUPS)}), a layer index in 0..{shape.num_layers - 1}, or '<layer>.<target or group>'"
+    )
+    for key, rank in spec.lora_rank_pattern:
+        layer, _, name = key.partition(".") if key[:1].isdigit() else ("", "", key)
+        if layer and (not layer.isdigit() or not 0 <= int(layer) < shape.num_layers):
+            raise ConfigError(f"peft.lora_rank_pattern key {key!r}: layer {layer!r} is not in 0..{shape.num_layers - 1}")
+        if name and name not in names:
+            raise ConfigError(f"peft.lora_rank_pattern key {key!r} is not allowed; a key is {allowed}")
+        value = _as_int(rank, f"lora_rank_pattern.{key}")
+        if not 0 <= value <= shape.hidden_size:
+            raise ConfigError(
+                f"peft.lora_rank_pattern.{key}={value} is outside [0, {shape.hidden_size}] "
+                f"(0 switches LoRA off there; {shape.hidden_size} is the hidden size D_h)"
+            )
+    if spec.use_dora and not spec.lora_on:
+        raise ConfigError("peft.use_dora=true needs LoRA on (peft.lora_rank > 0 or a rank in peft.lora_rank_pattern)")
+    if spec.use_dora and spec.gated:
+        raise ConfigError("peft.use_dora=true cannot be combined with peft.gated=true (UniPELT gates LoRA, not DoRA)")
+
+
 def spec_modules(spec: PeftSpec) -> list[str]:
     """The modules and options ``spec`` switches on, by their names in :mod:`autopeft.peft.families`."""
     on = {
         "sa": spec.sa_size,
         "pa": spec.pa_size,
         "prefix": spec.prefix_len,
-        "lora": spec.lora_rank,
+        "lora": spec.lora_on,
         "gated": spec.gated,
         "layer_switch": spec.layer_switch,
         "adamix": spec.adamix_experts,
@@ -423,15 +524,35 @@ def peft_from_config(cfg: Mapping[str, Any], shape: BackboneShape) -> PeftSpec:
     if "lora_targets" in values:
         targets = _plain(values["lora_targets"])
         values["lora_targets"] = (targets,) if isinstance(targets, str) else tuple(targets)
+    if "lora_rank_pattern" in values:
+        values["lora_rank_pattern"] = rank_pattern_pairs(_plain(values["lora_rank_pattern"]))
     return validate_spec(PeftSpec(**values), shape)
 
 
-def _plain(value: Any) -> Any:
-    """OmegaConf ListConfig -> list, leaving scalars alone."""
-    try:
-        from omegaconf import ListConfig, OmegaConf
+def rank_pattern_pairs(pattern: Any) -> tuple[tuple[str, int], ...]:
+    """A ``lora_rank_pattern`` mapping (``{attention: 16, "3.mlp": 4}``) as sorted ``(key, rank)`` pairs.
 
-        if isinstance(value, ListConfig):
+    Raises:
+        ConfigError: If it is not a mapping (keys are checked by :func:`validate_spec`).
+
+    """
+    if pattern is None:
+        return ()
+    if isinstance(pattern, Mapping):
+        return tuple(sorted((str(key), value) for key, value in pattern.items()))
+    if isinstance(pattern, Sequence) and not isinstance(pattern, str):
+        return tuple(sorted((str(key), value) for key, value in pattern))
+    raise ConfigError(
+        f"peft.lora_rank_pattern={pattern!r} must map targets, groups or layers to ranks, e.g. {{attention: 16, mlp: 4}}"
+    )
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf ListConfig/DictConfig -> list/dict, leaving scalars alone."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (ListConfig, DictConfig)):
             return OmegaConf.to_container(value, resolve=True)
     except ImportError:  # pragma: no cover - omegaconf is a hard dependency
         pass

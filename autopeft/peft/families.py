@@ -47,6 +47,24 @@ _LLAMA_LORA_TARGETS: Mapping[str, str] = MappingProxyType(
 )
 
 
+#: LoRA projection groups (``peft.lora_rank_pattern`` keys ``attention`` and ``mlp``): every target
+#: name of every family belongs to exactly one.
+LORA_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "attention": ("query", "key", "value", "attention_output"),
+        "mlp": ("gate", "intermediate", "output"),
+    }
+)
+
+
+def lora_group_of(target: str) -> str:
+    """The projection group (``attention`` or ``mlp``) of a LoRA target name."""
+    for group, targets in LORA_GROUPS.items():
+        if target in targets:
+            return group
+    raise ConfigError(f"LoRA target {target!r} is in no projection group; groups: {dict(LORA_GROUPS)}")
+
+
 @dataclass(frozen=True)
 class Family:
     """What the PEFT injection needs to know about one architecture.

@@ -47,12 +47,13 @@ def paper_param_count(spec: PeftSpec, shape: BackboneShape, backbone_params: int
         return backbone_params
     d_h = shape.hidden_size
     per_layer = 2 * spec.sa_size * d_h + 2 * spec.pa_size * d_h + 2 * spec.prefix_len * d_h
-    if spec.lora_rank:
-        per_layer += 2 * spec.lora_rank * d_h * len(spec.lora_targets)
-    layers = len(spec.active_layers)
+    layers = len(spec.active_layers) if per_layer else 0
     if spec.layer_switch and spec.adaptable_layers and layers:
         layers = spec.adaptable_layers  # the budget after selection, not the stage-1 candidates
-    return per_layer * layers
+    # LoRA: 2 r D_h per adapted projection, each with its own rank (lora_rank_pattern). DoRA's
+    # magnitude vectors are outside the formula, like biases; the exact count has them.
+    lora = sum(2 * rank * d_h for rank in spec.lora_ranks().values())
+    return per_layer * layers + lora
 
 
 def _params_of(model: nn.Module, kind: type[nn.Module]) -> int:
