@@ -26,14 +26,29 @@ from typing import Any
 import torch
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
-from autopeft.peft.config import BackboneShape, PeftSpec, peft_from_config, validate_spec
-from autopeft.peft.families import DECODER_SPACE_SUPPORTED, check_decoder_modules, check_lora_targets
+from autopeft.peft.config import BackboneShape, PeftSpec, peft_from_config, resolve_lora_targets, validate_spec
+from autopeft.peft.families import DECODER_SPACE_SUPPORTED, check_decoder_modules, check_lora_targets, lora_group_of
 
 #: Searchable modules in their canonical order (the order of the encoding's size columns).
-MODULES: tuple[str, ...] = ("sa", "pa", "prefix", "lora")
+#: ``lora`` is one rank for every target; ``lora_attn`` and ``lora_mlp`` are the ranks of the
+#: attention (query/key/value/output) and MLP (gate/up/down) projection groups, searched apart
+#: as decoder LoRA users tune them; ``dora`` is an on/off choice (DoRA instead of LoRA).
+MODULES: tuple[str, ...] = ("sa", "pa", "prefix", "lora", "lora_attn", "lora_mlp", "dora")
 
-#: The :class:`PeftSpec` field each module's size sets.
+#: The :class:`PeftSpec` field each inserting module's size sets.
 MODULE_FIELDS: dict[str, str] = {"sa": "sa_size", "pa": "pa_size", "prefix": "prefix_len", "lora": "lora_rank"}
+
+#: Group-rank modules -> the ``peft.lora_rank_pattern`` group key their size sets.
+GROUP_RANK_MODULES: dict[str, str] = {"lora_attn": "attention", "lora_mlp": "mlp"}
+
+#: Modules that insert nothing themselves but switch an option of the LoRA projections (0 or 1).
+FLAG_MODULES: dict[str, str] = {"dora": "use_dora"}
+
+#: Modules that put LoRA projections into the layers.
+LORA_MODULES: tuple[str, ...] = ("lora", *GROUP_RANK_MODULES)
+
+#: Rank choices of the group-rank modules, before the backbone's bound (see :func:`rank_choices`).
+LLM_RANKS: tuple[int, ...] = (4, 8, 16, 32, 64)
 
 #: Keys of the ``space`` node.
 SPACE_KEYS: tuple[str, ...] = ("name", "modules", "layer_selection", "fixed", "choices")
@@ -41,8 +56,11 @@ SPACE_KEYS: tuple[str, ...] = ("name", "modules", "layer_selection", "fixed", "c
 # ``fixed`` may hold any PeftSpec field except those a point decides (layers and sizes) or that
 # make no sense for a searched configuration (its name is given by to_peft, and full fine-tuning
 # cannot be combined with PEFT modules).
+# DoRA and the rank pattern are what the flag and group-rank modules set, so a space searches them.
 _FIXED_KEYS: tuple[str, ...] = tuple(
-    f.name for f in fields(PeftSpec) if f.name not in {"name", "layers", "full_finetune", *MODULE_FIELDS.values()}
+    f.name
+    for f in fields(PeftSpec)
+    if f.name not in {"name", "layers", "full_finetune", "lora_rank_pattern", "use_dora", *MODULE_FIELDS.values()}
 )
 
 
@@ -69,6 +87,32 @@ def default_choices(hidden_size: int) -> tuple[int, ...]:
         sizes.add(size)
         size //= 2
     return (0, *sorted(sizes))
+
+
+def rank_choices(hidden_size: int) -> tuple[int, ...]:
+    """Rank choices of a projection group: 0 (off) and :data:`LLM_RANKS` up to D_h / 4.
+
+    The ranks LLM LoRA recipes use (4 to 64), bounded by a quarter of the hidden size so that an
+    update stays low-rank on a small backbone: (0, 4, 8, 16) for D_h = 64, all of them from
+    D_h = 256 (Qwen2.5-0.5B's 896, Llama-3.2-1B's 2048).
+
+    Raises:
+        ConfigError: If ``hidden_size`` is not a positive integer.
+
+    """
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+        raise ConfigError(f"hidden_size={hidden_size!r} must be a positive integer")
+    ranks = tuple(r for r in LLM_RANKS if r <= hidden_size // 4) or (min(LLM_RANKS[0], hidden_size),)
+    return (0, *ranks)
+
+
+def module_default_choices(module: str, hidden_size: int) -> tuple[int, ...]:
+    """Default choices of ``module``: halving (:func:`default_choices`), group ranks, or off/on for a flag."""
+    if module in FLAG_MODULES:
+        return (0, 1)
+    if module in GROUP_RANK_MODULES:
+        return rank_choices(hidden_size)
+    return default_choices(hidden_size)
 
 
 @dataclass(frozen=True)
@@ -101,8 +145,16 @@ class Point:
 
     @property
     def is_head_only(self) -> bool:
-        """True when no module is inserted anywhere (every size is 0, or the mask is empty)."""
-        return not any(self.mask) or not any(size for _, size in self.sizes)
+        """True when no module is inserted anywhere (every size is 0, or the mask is empty).
+
+        Flags (``dora``) insert nothing by themselves, so they do not count.
+        """
+        return not any(self.mask) or not any(size for module, size in self.sizes if module not in FLAG_MODULES)
+
+    @property
+    def has_lora(self) -> bool:
+        """Whether some LoRA module (``lora``, ``lora_attn``, ``lora_mlp``) has a rank above 0."""
+        return any(size for module, size in self.sizes if module in LORA_MODULES)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: ``{"mask": [bool, ...], "sizes": {module: size}}``."""
@@ -160,6 +212,7 @@ class SearchSpace:
         if not isinstance(self.layer_selection, bool):
             raise ConfigError(f"space.layer_selection={self.layer_selection!r} must be true or false")
         _check_modules(self.modules)
+        _check_module_combination(self.name, self.modules)
         if tuple(m for m, _ in self.choices) != self.modules:
             raise ConfigError(
                 f"space choices are given for {[m for m, _ in self.choices]} but the searched modules are "
@@ -215,7 +268,7 @@ class SearchSpace:
                     f"allowed: {allowed_list(modules)}"
                 )
         choices = tuple(
-            (m, _choice_tuple(m, overrides[m]) if m in overrides else default_choices(shape.hidden_size))
+            (m, _choice_tuple(m, overrides[m]) if m in overrides else module_default_choices(m, shape.hidden_size))
             for m in modules
         )
 
@@ -223,10 +276,12 @@ class SearchSpace:
         if not isinstance(fixed, Mapping):
             raise ConfigError(f"space.fixed={fixed!r} must map PeftSpec fields to values")
         check_known_keys(fixed, _FIXED_KEYS, "space.fixed")
-        if "lora" in modules and shape.is_decoder:
+        if any(m in LORA_MODULES for m in modules) and shape.is_decoder:
             # The fixed spec has LoRA off, so its own check lets a decoder's missing target through.
             try:
-                check_lora_targets(fixed.get("lora_targets", PeftSpec.lora_targets), shape.model_type)
+                check_lora_targets(
+                    resolve_lora_targets(fixed.get("lora_targets", PeftSpec.lora_targets), shape), shape.model_type
+                )
             except ConfigError as err:
                 raise ConfigError(f"space.fixed of space {values['name']!r}: {err}") from err
         fixed_pairs = tuple(
@@ -276,10 +331,16 @@ class SearchSpace:
         (see :meth:`canonical`), so the distinct configurations are the non-empty masks times the
         size combinations with at least one module on, plus one head-only configuration:
         ``(masks - 1) * (prod(|choices|) - 1) + 1`` with layer selection, ``prod(|choices|)``
-        without (11 for the SA space on BERT-base, 40,951 for SA-Layer).
+        without (11 for the SA space on BERT-base, 40,951 for SA-Layer). A flag (``dora``)
+        multiplies only the combinations that have LoRA.
         """
         masks = 2**self.mask_dims - 1 if self.layer_selection else 1
-        return masks * (math.prod(len(options) for _, options in self.choices) - 1) + 1
+        inserting = math.prod(len(o) for m, o in self.choices if m not in FLAG_MODULES)
+        without_lora = math.prod(len(o) for m, o in self.choices if m not in FLAG_MODULES and m not in LORA_MODULES)
+        flags = math.prod(len(o) for m, o in self.choices if m in FLAG_MODULES)
+        # A flag only changes configurations that have LoRA (see canonical).
+        with_lora = inserting - without_lora
+        return masks * (with_lora * flags + without_lora - 1) + 1
 
     # ------------------------------------------------------------------ points
 
@@ -348,12 +409,19 @@ class SearchSpace:
         head, so they are all the same configuration; they map to :meth:`head_only` (all sizes 0,
         every mask bit on). Every bit on is chosen because it is in every space, with or
         without layer selection, and matches ``conf/peft/head_only.yaml`` (``layers: all``).
+        A flag (``dora``) on a point without LoRA changes nothing and is set to its first choice.
         Any other point is its own canonical form: with the shared mask and at least one module
         on, different points give different models. A search can deduplicate on
         ``canonical(p)`` to avoid evaluating the same configuration twice.
         """
         self.check(point)
-        return self.head_only() if point.is_head_only else point
+        if point.is_head_only:
+            return self.head_only()
+        if not point.has_lora and any(m in FLAG_MODULES for m in self.modules):
+            first = dict(self.choices)
+            sizes = tuple((m, first[m][0] if m in FLAG_MODULES else size) for m, size in point.sizes)
+            return Point(mask=point.mask, sizes=sizes)
+        return point
 
     def sample(self, generator: torch.Generator | random.Random, n: int) -> list[Point]:
         """Draw ``n`` points uniformly from the space (duplicates possible).
@@ -414,9 +482,13 @@ class SearchSpace:
             else [()]
         )
         points = [self.head_only()]
+        flag_columns = [j for j, (m, _) in enumerate(self.choices) if m in FLAG_MODULES]
+        lora_columns = [j for j, (m, _) in enumerate(self.choices) if m in LORA_MODULES]
         for idx in itertools.product(*(range(len(options)) for _, options in self.choices)):
-            if not any(idx):  # every module off: the head-only configuration, already listed
-                continue
+            if not any(i for j, i in enumerate(idx) if j not in flag_columns):
+                continue  # every module off: the head-only configuration, already listed
+            if not any(idx[j] for j in lora_columns) and any(idx[j] for j in flag_columns):
+                continue  # a flag without LoRA: the same configuration as with the flag at its first choice
             points += [self._from_indices(list(bits), list(idx)) for bits in masks]
         return sorted(points, key=self.enumeration_key)
 
@@ -461,7 +533,7 @@ class SearchSpace:
             self.check(point)
             bits = [float(b) for b in point.mask[: self.mask_dims]]
             ords = [
-                options.index(size) / (len(options) - 1)
+                options.index(size) / max(1, len(options) - 1)  # a fixed flag ([1]) is one 0 column
                 for (_, size), (_, options) in zip(point.sizes, self.choices, strict=True)
             ]
             rows.append(bits + ords)
@@ -500,9 +572,14 @@ class SearchSpace:
         """
         self.check(point)
         spec = self._fixed_spec
-        sizes = {MODULE_FIELDS[m]: size for m, size in point.sizes}
+        sizes = {MODULE_FIELDS[m]: size for m, size in point.sizes if m in MODULE_FIELDS}
         values = {f.name: getattr(spec, f.name) for f in fields(PeftSpec)}
         values.update(name=name, layers=point.layers, **sizes)
+        groups = {GROUP_RANK_MODULES[m]: size for m, size in point.sizes if m in GROUP_RANK_MODULES}
+        if groups:
+            values["lora_rank_pattern"] = tuple(sorted(groups.items()))
+        # A flag acts on LoRA projections only: without LoRA the point is its flag-off configuration.
+        values.update({FLAG_MODULES[m]: bool(size) and point.has_lora for m, size in point.sizes if m in FLAG_MODULES})
         return validate_spec(PeftSpec(**values), self.shape)
 
     def param_count(self, point: Point) -> int:
@@ -514,10 +591,8 @@ class SearchSpace:
         """
         self.check(point)
         d_h = self.shape.hidden_size
-        sizes = point.size_dict
-        per_layer = 2 * d_h * (sizes.get("sa", 0) + sizes.get("pa", 0) + sizes.get("prefix", 0))
-        per_layer += 2 * d_h * sizes.get("lora", 0) * len(self._fixed_spec.lora_targets)
-        return per_layer * sum(point.mask)
+        per_layer = sum(self._weights[m] * size for m, size in point.sizes)
+        return 2 * d_h * per_layer * sum(point.mask)
 
     def param_count_tensor(self, X: torch.Tensor) -> torch.Tensor:
         """:meth:`param_count` of encoded points, vectorised (the deterministic objective of the BO).
@@ -538,12 +613,10 @@ class SearchSpace:
         else:
             layers_on = torch.full((*X.shape[:-1], 1), float(self.num_layers), dtype=torch.float64, device=X.device)
         per_layer = torch.zeros_like(layers_on)
-        n_lora_targets = len(self._fixed_spec.lora_targets)
         for j, (module, options) in enumerate(self.choices):
             table = torch.tensor(options, dtype=torch.float64, device=X.device)
             index = torch.round(X[..., self.mask_dims + j] * (len(options) - 1)).long()
-            weight = n_lora_targets if module == "lora" else 1
-            per_layer = per_layer + weight * table[index].unsqueeze(-1)
+            per_layer = per_layer + self._weights[module] * table[index].unsqueeze(-1)
         return 2.0 * self.shape.hidden_size * per_layer * layers_on
 
     def param_percent(self, point: Point, backbone_params: int) -> float:
@@ -588,6 +661,21 @@ class SearchSpace:
         return Point(mask=mask, sizes=sizes)
 
     @cached_property
+    def _weights(self) -> dict[str, int]:
+        """Per searched module, the projections (D_h-wide units) one unit of its size prices.
+
+        ``2 * D_h * size * weight`` per inserted layer: 1 for SA, PA and prefix (paper appendix A),
+        the number of LoRA targets for ``lora``, the targets in the group for a group rank, and 0
+        for a flag, which the paper's count leaves out like biases.
+        """
+        targets = self._fixed_spec.lora_targets
+        weights = {"sa": 1, "pa": 1, "prefix": 1, "lora": len(targets)}
+        for module, group in GROUP_RANK_MODULES.items():
+            weights[module] = sum(1 for t in targets if lora_group_of(t) == group)
+        weights.update(dict.fromkeys(FLAG_MODULES, 0))
+        return {m: weights[m] for m in self.modules}
+
+    @cached_property
     def _fixed_spec(self) -> PeftSpec:
         """The fixed fields as a validated PeftSpec (all modules off, every layer); built once."""
         try:
@@ -603,6 +691,27 @@ def _check_module_name(module: Any, where: str) -> None:
             f"{where} has unknown module {module!r}{did_you_mean(str(module), MODULES)}; "
             f"allowed: {allowed_list(MODULES)}"
         )
+
+
+def _check_module_combination(name: str, modules: Sequence[str]) -> None:
+    """One rank for every target (``lora``) and group ranks exclude each other; a flag needs LoRA.
+
+    Raises:
+        ConfigError: Naming the space, its modules and what to search instead.
+
+    """
+    groups = [m for m in modules if m in GROUP_RANK_MODULES]
+    if "lora" in modules and groups:
+        raise ConfigError(
+            f"space {name!r} searches 'lora' (one rank for every target) together with {allowed_list(groups)} "
+            f"(ranks per projection group); search one or the other"
+        )
+    for flag in FLAG_MODULES:
+        if flag in modules and not any(m in LORA_MODULES for m in modules):
+            raise ConfigError(
+                f"space {name!r} searches {flag!r}, an option of LoRA projections, but no LoRA module; "
+                f"add one of {allowed_list(LORA_MODULES)} to space.modules"
+            )
 
 
 def _check_modules(modules: Sequence[Any]) -> None:
@@ -626,7 +735,16 @@ def _choice_tuple(module: str, options: Any) -> tuple[int, ...]:
 
 
 def _check_choices(module: str, options: tuple[int, ...], shape: BackboneShape) -> None:
-    """Choices must lie in [0, D_h], start with 0 (off), ascend strictly and offer a real size."""
+    """Choices must lie in [0, D_h], start with 0 (off), ascend strictly and offer a real size.
+
+    A flag (``dora``) takes 0 (off) and 1 (on): ``[0, 1]`` searches it, ``[1]`` or ``[0]`` fixes it.
+    """
+    if module in FLAG_MODULES:
+        if not options or list(options) != sorted(set(options)) or not set(options) <= {0, 1}:
+            raise ConfigError(
+                f"space.choices.{module}={list(options)} is not allowed; allowed: [0, 1] (searched), [1] or [0] (fixed)"
+            )
+        return
     for value in options:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= shape.hidden_size:
             raise ConfigError(

@@ -326,4 +326,4 @@ def test_points_outside_the_space_are_refused() -> None:
         s.param_count(Point(mask=(True,) * 6, sizes=(("sa", 3),)))
     with pytest.raises(ConfigError, match=r"'pa' is not searched .*allowed: 'sa'"):
         s.point(pa=3)
-    assert set(MODULES) == {"sa", "pa", "prefix", "lora"}
+    assert set(MODULES) == {"sa", "pa", "prefix", "lora", "lora_attn", "lora_mlp", "dora"}

@@ -13,9 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
 from autopeft.peft.adapters import ADAPTER_INITS, SA_PLACEMENTS
-from autopeft.peft.families import LORA_GROUPS, check_decoder_modules, check_lora_targets, is_decoder, lora_group_of
+from autopeft.peft.families import (
+    LORA_GROUPS,
+    check_decoder_modules,
+    check_lora_targets,
+    is_decoder,
+    lora_group_of,
+    lora_targets_of,
+)
 
 #: How each LoRA projection's alpha follows from ``peft.lora_alpha`` (``peft.lora_alpha_rule``):
 #: ``constant`` gives every projection alpha = lora_alpha (the paper's and peft's default, so the
@@ -233,15 +240,27 @@ class PeftSpec:
 
 
 def _describe_lora(spec: PeftSpec) -> str:
-    """``LoRA r8 (query/value)``, ``DoRA r8 (...)``, or with a pattern ``LoRA r0-16 (...; attention 16, mlp 4)``."""
+    """The LoRA part of :meth:`PeftSpec.describe`.
+
+    ``LoRA r8 (query/value)``, ``DoRA attention r16 + MLP r4 (7 projection types)``, or
+    ``LoRA r2–16 (query/value; 1.value 2)``.
+    """
     name = "DoRA" if spec.use_dora else "LoRA"
+    pattern = dict(spec.lora_rank_pattern)
+    if pattern and set(pattern) <= set(LORA_GROUPS):  # ranks per projection group, as llm_lora searches
+        groups = [
+            f"{group if group == 'attention' else group.upper()} r{pattern.get(group, spec.lora_rank)}"
+            for group in LORA_GROUPS
+            if pattern.get(group, spec.lora_rank) and any(lora_group_of(t) == group for t in spec.lora_targets)
+        ]
+        return f"{name} {' + '.join(groups)} ({len(spec.lora_targets)} projection types)"
     if not spec.lora_rank_pattern:
         return f"{name} r{spec.lora_rank} ({'/'.join(spec.lora_targets)})"
     ranks = spec.lora_ranks().values()
     low, high = (min(ranks), max(ranks)) if ranks else (0, 0)
     span = f"r{low}" if low == high else f"r{low}–{high}"
-    pattern = ", ".join(f"{key} {rank}" for key, rank in spec.lora_rank_pattern)
-    return f"{name} {span} ({'/'.join(spec.lora_targets)}; {pattern})"
+    listed = ", ".join(f"{key} {rank}" for key, rank in spec.lora_rank_pattern)
+    return f"{name} {span} ({'/'.join(spec.lora_targets)}; {listed})"
 
 
 def _sharing(spec: PeftSpec) -> str:
@@ -394,9 +413,13 @@ def _validate_lora_pattern(spec: PeftSpec, shape: BackboneShape) -> None:
     for key, rank in spec.lora_rank_pattern:
         layer, _, name = key.partition(".") if key[:1].isdigit() else ("", "", key)
         if layer and (not layer.isdigit() or not 0 <= int(layer) < shape.num_layers):
-            raise ConfigError(f"peft.lora_rank_pattern key {key!r}: layer {layer!r} is not in 0..{shape.num_layers - 1}")
+            raise ConfigError(
+                f"peft.lora_rank_pattern key {key!r}: layer {layer!r} is not in 0..{shape.num_layers - 1}"
+            )
         if name and name not in names:
-            raise ConfigError(f"peft.lora_rank_pattern key {key!r} is not allowed; a key is {allowed}")
+            raise ConfigError(
+                f"peft.lora_rank_pattern key {key!r} is not allowed{did_you_mean(name, names)}; a key is {allowed}"
+            )
         value = _as_int(rank, f"lora_rank_pattern.{key}")
         if not 0 <= value <= shape.hidden_size:
             raise ConfigError(
@@ -522,11 +545,21 @@ def peft_from_config(cfg: Mapping[str, Any], shape: BackboneShape) -> PeftSpec:
     if "layers" in values:
         values["layers"] = resolve_layers(_plain(values["layers"]), shape)
     if "lora_targets" in values:
-        targets = _plain(values["lora_targets"])
-        values["lora_targets"] = (targets,) if isinstance(targets, str) else tuple(targets)
+        values["lora_targets"] = resolve_lora_targets(_plain(values["lora_targets"]), shape)
     if "lora_rank_pattern" in values:
         values["lora_rank_pattern"] = rank_pattern_pairs(_plain(values["lora_rank_pattern"]))
     return validate_spec(PeftSpec(**values), shape)
+
+
+def resolve_lora_targets(targets: Any, shape: BackboneShape) -> tuple[str, ...]:
+    """``peft.lora_targets`` as a tuple: ``"all"`` is every projection the backbone's family names.
+
+    ``all`` is q/k/v/o and gate/up/down on Llama-style decoders, the attention output and both MLP
+    projections on GPT-2 and GPT-NeoX (which fuse q/k/v), all six on BERT/RoBERTa.
+    """
+    if targets == "all":
+        return tuple(lora_targets_of(shape.model_type))
+    return (targets,) if isinstance(targets, str) else tuple(targets)
 
 
 def rank_pattern_pairs(pattern: Any) -> tuple[tuple[str, int], ...]:
@@ -540,10 +573,12 @@ def rank_pattern_pairs(pattern: Any) -> tuple[tuple[str, int], ...]:
         return ()
     if isinstance(pattern, Mapping):
         return tuple(sorted((str(key), value) for key, value in pattern.items()))
-    if isinstance(pattern, Sequence) and not isinstance(pattern, str):
-        return tuple(sorted((str(key), value) for key, value in pattern))
+    is_pairs = isinstance(pattern, Sequence) and not isinstance(pattern, str)
+    if is_pairs and all(isinstance(p, Sequence) and not isinstance(p, str) and len(p) == 2 for p in pattern):
+        return tuple(sorted((str(key), value) for key, value in pattern))  # the stored (key, rank) form
     raise ConfigError(
-        f"peft.lora_rank_pattern={pattern!r} must map targets, groups or layers to ranks, e.g. {{attention: 16, mlp: 4}}"
+        f"peft.lora_rank_pattern={pattern!r} must map targets, groups or layers to ranks, "
+        "e.g. {attention: 16, mlp: 4}"
     )
 
 
