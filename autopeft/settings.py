@@ -28,7 +28,7 @@ SAVE_WEIGHTS = (True, False, "peft")
 WANDB_MODES = ("offline", "online", "disabled")
 #: Keys a config saved by an older version may lack, and what such a run used.
 _OLDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "trainer": {"save_weights": "peft"},
+    "trainer": {"save_weights": "peft", "gradient_checkpointing": False},
     "data": {"protocol": DEFAULT_PROTOCOL},
 }
 
@@ -149,6 +149,36 @@ def check_precision(value: Any) -> str:
     raise ConfigError(
         f"trainer.precision={shown_value(value)} is not a precision{hint}; allowed: {allowed_list(allowed)} "
         "(auto: bf16-mixed on a GPU with bf16 support, else 32-true)"
+    )
+
+
+#: Precisions whose autocast runs in float16 (``16`` is Lightning's alias of ``16-mixed``).
+_FLOAT16_MIXED = ("16-mixed", "16")
+
+
+def check_precision_on_device(precision: str, accelerator: str, on_this_machine: bool = True) -> None:
+    """Refuse float16 mixed precision where training runs on the CPU.
+
+    torch's CPU autocast computes in bfloat16 only; Lightning would quietly train a ``16-mixed``
+    run in ``bf16-mixed`` instead, so the run would record a precision it did not use. The CPU
+    is where it trains with ``accelerator=cpu``, or with ``auto`` on a machine without a GPU
+    (known only when the training runs on this machine).
+
+    Raises:
+        ConfigError: Naming the precision, why it cannot run and the precisions that can.
+
+    """
+    if precision not in _FLOAT16_MIXED:
+        return
+    if accelerator == "cpu":
+        where = "trainer.accelerator='cpu'"
+    elif accelerator == "auto" and on_this_machine and available_accelerators() == ("auto", "cpu"):
+        where = "trainer.accelerator='auto' on a machine without a GPU"
+    else:
+        return
+    raise ConfigError(
+        f"trainer.precision={precision!r} (float16 autocast) needs a GPU, but training runs on the CPU ({where}); "
+        "torch's CPU autocast supports bfloat16 only: use trainer.precision=bf16-mixed (or bf16-true, 32-true, auto)"
     )
 
 
@@ -338,6 +368,7 @@ class TrainerSettings:
     limit_eval_batches: int | float | None
     progress_bar: bool
     deterministic: bool
+    gradient_checkpointing: bool
     log_every_n_steps: int
     accumulate_grad_batches: int
     oom_retry: bool
@@ -373,10 +404,11 @@ class TrainerSettings:
         _check_range(values["head_dropout"], "head_dropout", 0, 1)
         values["precision"] = check_precision(values["precision"])
         check_accelerator(values["accelerator"], on_this_machine)
+        check_precision_on_device(values["precision"], values["accelerator"], on_this_machine)
         _check_devices(values["devices"])
         for key in ("limit_train_batches", "limit_eval_batches"):
             _check_limit(values[key], key)
-        for key in ("progress_bar", "deterministic", "oom_retry"):
+        for key in ("progress_bar", "deterministic", "gradient_checkpointing", "oom_retry"):
             _check_bool(values[key], key)
         check_save_weights(values["save_weights"])
         return cls(**values)

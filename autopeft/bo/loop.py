@@ -52,7 +52,8 @@ FINGERPRINT: dict[str, tuple[str, ...]] = {
     "space": (),
     "fidelity": (),
     "data": ("cache_dir", "num_workers"),
-    "trainer": ("progress_bar", "log_every_n_steps", "eval_batch_size"),
+    # Gradient checkpointing trades memory for time and leaves every result as it was.
+    "trainer": ("progress_bar", "log_every_n_steps", "eval_batch_size", "gradient_checkpointing"),
 }
 
 

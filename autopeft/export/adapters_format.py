@@ -148,6 +148,8 @@ def _lora_parts(sites: Sequence[LoraSite]) -> list[str]:
         parts.append("LoRA targets that differ between layers (one LoRAConfig has one set)")
     if len({(site.rank, site.alpha) for site in sites}) > 1:
         parts.append("LoRA ranks or alphas that differ between modules (one LoRAConfig has one r and alpha)")
+    if any(site.module.use_dora for site in sites):
+        parts.append("DoRA (adapters' LoRAConfig has no magnitude vectors)")
     return parts
 
 

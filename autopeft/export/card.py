@@ -108,7 +108,9 @@ def _found_section(found: Mapping[str, Any] | None) -> list[str]:
 def _loading_section(manifest: Mapping[str, Any]) -> list[str]:
     backbone = manifest.get("backbone") or {}
     name_or_path = backbone.get("name_or_path") if backbone.get("source") in ("hub", "path", "auto") else None
-    base = json.dumps(name_or_path) if name_or_path else "BACKBONE  # the backbone's weights, see below"
+    base = json.dumps(name_or_path) if name_or_path else "BACKBONE"
+    # After the call's closing parenthesis: inside it, the comment would swallow the other arguments.
+    note = "" if name_or_path else "  # BACKBONE: the backbone's weights, see below"
     lines = [
         "### AutoPEFT",
         "",
@@ -125,6 +127,8 @@ def _loading_section(manifest: Mapping[str, Any]) -> list[str]:
     if peft.get("written"):
         model_class = peft["model_class"]
         labels = f", num_labels={peft['num_labels']}" if peft.get("num_labels") else ""
+        # A decoder's task model finds the last real token by the pad id, which a hub config may lack.
+        labels += f", pad_token_id={peft['pad_token_id']}" if peft.get("pad_token_id") is not None else ""
         lines += [
             "",
             f"### peft (`{peft['folder']}/`, format tested with {peft['format_tested_with']})",
@@ -133,7 +137,7 @@ def _loading_section(manifest: Mapping[str, Any]) -> list[str]:
             f"from transformers import {model_class}",
             "from peft import PeftModel",
             "",
-            f"base = {model_class}.from_pretrained({base}{labels})",
+            f"base = {model_class}.from_pretrained({base}{labels}){note}",
             f'model = PeftModel.from_pretrained(base, "path/to/this/folder/{peft["folder"]}").eval()',
             "```",
         ]
@@ -146,9 +150,22 @@ def _loading_section(manifest: Mapping[str, Any]) -> list[str]:
             "```python",
             f"from adapters import {model_class}",
             "",
-            f"model = {model_class}.from_pretrained({base})",
+            f"model = {model_class}.from_pretrained({base}){note}",
             f'model.load_adapter("path/to/this/folder/{adapters["folder"]}", set_active=True)  # adapter and head',
             "model.eval()",
+            "```",
+        ]
+    merged = libraries.get("merged") or {}
+    if merged.get("written"):
+        lines += [
+            "",
+            f"### transformers, merged weights (`{merged['folder']}/`, {merged['format_tested_with']})",
+            "",
+            "```python",
+            f"from transformers import {merged['auto_class']}, AutoTokenizer",
+            "",
+            f'model = {merged["auto_class"]}.from_pretrained("path/to/this/folder/{merged["folder"]}").eval()',
+            f'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder/{merged["folder"]}")',
             "```",
         ]
     for name, entry in libraries.items():

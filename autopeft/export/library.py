@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from autopeft.peft.families import ENCODER_LORA_TARGETS
-from autopeft.peft.inject import encoder_layers
+from autopeft.peft.families import family_of
+from autopeft.peft.inject import backbone_layers
 from autopeft.peft.lora import LoRALinear
 from autopeft.training.model import AutoPeftModel
 
@@ -52,13 +52,16 @@ class LibraryFolder:
 
 @dataclass(frozen=True)
 class LoraSite:
-    """One LoRA-adapted projection of the encoder.
+    """One LoRA-adapted projection of the backbone (encoder or decoder).
 
     Attributes:
         layer: Its layer index.
-        target: Its :data:`~autopeft.peft.families.ENCODER_LORA_TARGETS` key (``query``, ``output``, ...).
-        path: Its Hugging Face path inside the layer (``attention.self.query``).
-        module: The LoRA module (``lora_a`` (r x in), ``lora_b`` (out x r), ``scaling`` = alpha / r).
+        target: Its key in the family's ``lora_targets`` (:mod:`autopeft.peft.families`:
+            ``query``, ``output``, ...).
+        path: Its Hugging Face path inside the layer (``attention.self.query``, ``self_attn.q_proj``).
+        module: The LoRA module (``lora_a`` (r x in), ``lora_b`` (out x r), ``scaling`` = alpha / r,
+            and ``lora_magnitude`` (out,) under DoRA).
+        layers_path: The path of the layer list in the base model (``encoder.layer``, ``layers``, ``h``).
 
     """
 
@@ -66,6 +69,12 @@ class LoraSite:
     target: str
     path: str
     module: LoRALinear
+    layers_path: str = "encoder.layer"
+
+    @property
+    def module_path(self) -> str:
+        """Its path in the base model: ``encoder.layer.3.attention.self.query``, ``layers.0.self_attn.q_proj``."""
+        return f"{self.layers_path}.{self.layer}.{self.path}"
 
     @property
     def rank(self) -> int:
@@ -78,22 +87,20 @@ class LoraSite:
         return float(round(self.module.scaling * self.rank, 10))
 
 
-#: Hugging Face path inside a layer -> LoRA target name.
-_TARGET_OF_PATH = {path: target for target, path in ENCODER_LORA_TARGETS.items()}
-
-
 def lora_sites(model: AutoPeftModel) -> list[LoraSite]:
-    """Every LoRA module of ``model``'s encoder, by layer and target, in layer order.
+    """Every LoRA module of ``model``'s backbone, by layer and target, in layer order.
 
     The path of a module is its Hugging Face path: AutoPEFT's wrappers keep the pretrained
     module as ``.base`` (the serial-adapter block, the prefix attention), which is dropped.
     """
+    family = family_of(model.encoder.config.model_type)
+    target_of_path = {path: target for target, path in family.lora_targets.items()}
     sites = []
-    for index, layer in enumerate(encoder_layers(model.encoder)):
+    for index, layer in enumerate(backbone_layers(model.encoder)):
         for name, module in layer.named_modules():
             if isinstance(module, LoRALinear):
                 path = ".".join(part for part in name.split(".") if part != "base")
-                sites.append(LoraSite(index, _TARGET_OF_PATH[path], path, module))
+                sites.append(LoraSite(index, target_of_path[path], path, module, family.layers))
     return sites
 
 

@@ -2,9 +2,11 @@
 
 The folder holds AutoPEFT's own files (``autopeft.json``, the weights), a folder per other
 library that can express the configuration (``peft/``, ``adapters/``: see
-:mod:`autopeft.export.peft_format` and :mod:`autopeft.export.adapters_format`) and the model
-card ``README.md`` (:mod:`autopeft.export.card`). A library that cannot express it gets one log
-line naming what it lacks, and the manifest's ``libraries`` records what was written and why not.
+:mod:`autopeft.export.peft_format` and :mod:`autopeft.export.adapters_format`; decoders get the
+peft folder only), on request (``merged=True``) the merged weights as a plain transformers
+folder (``merged/``, :mod:`autopeft.export.merged_format`), and the model card ``README.md``
+(:mod:`autopeft.export.card`). A library that cannot express it gets one log line naming what
+it lacks, and the manifest's ``libraries`` records what was written and why not.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from autopeft.export.format import (
     library_versions,
 )
 from autopeft.export.library import LibraryFolder, NotExpressible
+from autopeft.export.merged_format import merged_folder
 from autopeft.export.peft_format import peft_folder
 from autopeft.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from autopeft.settings import plain
@@ -74,8 +77,9 @@ def _write_libraries(
 ) -> dict[str, dict[str, Any]]:
     """Write each library's folder that can express the model; one log line for each that cannot.
 
-    A folder that an earlier export into ``path`` wrote and this one does not is removed, so
-    that no folder of another model stays beside this one's manifest.
+    A folder that an earlier export into ``path`` wrote and this one does not (because it cannot,
+    or was not asked to: ``merged``) is removed, so that no folder of another model stays beside
+    this one's manifest.
 
     Returns:
         The manifest's ``libraries``: per library ``written``, and ``folder``, ``files`` and the
@@ -102,13 +106,21 @@ def _write_libraries(
             continue
         for name, data in folder.files.items():
             atomic_write_bytes(path / library / name, data)
+        # A file an earlier export left that this folder does not have (the merged folder's files
+        # follow the tokenizer) would otherwise be loaded beside this model's.
+        for stale in sorted((path / library).rglob("*")):
+            if stale.is_file() and stale.relative_to(path / library).as_posix() not in folder.files:
+                stale.unlink()
         out[library] = {"written": True, "folder": library, "files": sorted(folder.files), **folder.details}
+    for library, entry in previous.items():
+        if library not in builders and (entry or {}).get("written") and (path / library).is_dir():
+            shutil.rmtree(path / library)
     return out
 
 
 def _decoder_not_expressible() -> LibraryFolder:
-    """The library folders of a decoder's export: not written yet (AutoPEFT's own files hold it all)."""
-    raise NotExpressible(["a decoder backbone (only AutoPEFT's own export folder is written for decoders so far)"])
+    """The adapters folder of a decoder's export: not written (its format here knows the encoder layout only)."""
+    raise NotExpressible(["a decoder backbone (the adapters export is written for BERT/RoBERTa encoders only)"])
 
 
 def save_export(
@@ -122,6 +134,7 @@ def save_export(
     include_backbone: bool = False,
     task: TaskSpec | None = None,
     origin: Mapping[str, Any] | None = None,
+    merged: bool = False,
 ) -> Path:
     """Write ``model`` and what rebuilding it needs into the export folder ``path``.
 
@@ -139,6 +152,9 @@ def save_export(
         task: The task of ``cfg`` when the caller built it already.
         origin: Where the configuration came from (:attr:`TrainingJob.origin`); stored, after
             the run's ``mode``, as the manifest's ``provenance``.
+        merged: Also write ``merged/``: the task model with LoRA/DoRA folded into the backbone
+            weights, a plain transformers folder (:mod:`autopeft.export.merged_format`); a
+            configuration it cannot hold gets a log line and a manifest reason instead.
 
     Returns:
         The export folder.
@@ -169,12 +185,14 @@ def save_export(
     backbone = plain(cfg["backbone"])
     head_dropout = float(cfg["trainer"]["head_dropout"])
     builders: dict[str, Callable[[], LibraryFolder]] = {
-        "peft": lambda: peft_folder(model, task, backbone),
-        "adapters": lambda: adapters_folder(model, task, names, head_dropout),
+        "peft": lambda: peft_folder(model, task, backbone, tokenizer),
+        # The adapters format knows the encoder layout only.
+        "adapters": _decoder_not_expressible
+        if model.decoder
+        else lambda: adapters_folder(model, task, names, head_dropout),
     }
-    if model.decoder:
-        # Both formats know the encoder layout only; a decoder's configuration stays in AutoPEFT's files.
-        builders = dict.fromkeys(builders, _decoder_not_expressible)
+    if merged:
+        builders["merged"] = lambda: merged_folder(model, task, tokenizer, names)
     libraries = _write_libraries(path, builders, model.spec.describe())
     manifest = {
         "format": EXPORT_FORMAT,

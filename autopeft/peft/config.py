@@ -371,7 +371,7 @@ def validate_spec(spec: PeftSpec, shape: BackboneShape) -> PeftSpec:
     check_decoder_modules(spec_modules(spec), shape.model_type, shape.name)
     # Only a spec that uses LoRA is held to its family's targets: a decoder's head-only spec keeps
     # the encoder-named default list of the peft node without being refused for it.
-    if spec.lora_rank or not shape.is_decoder:
+    if spec.lora_on or not shape.is_decoder:
         check_lora_targets(spec.lora_targets, shape.model_type)
     if spec.lora_rank and not spec.lora_targets:
         raise ConfigError("peft.lora_rank > 0 needs at least one of peft.lora_targets")
@@ -488,7 +488,7 @@ def _validate_layer_switch(spec: PeftSpec) -> None:
                 "(it is the number of layers the learned switches keep)"
             )
         return
-    if not (spec.sa_size or spec.pa_size) or spec.prefix_len or spec.lora_rank:
+    if not (spec.sa_size or spec.pa_size) or spec.prefix_len or spec.lora_on:
         raise ConfigError(
             "peft.layer_switch=true switches adapters on or off per layer: it needs sa_size or pa_size > 0 "
             f"and prefix_len = lora_rank = 0 (got prefix_len={spec.prefix_len}, lora_rank={spec.lora_rank})"

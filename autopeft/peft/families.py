@@ -1,13 +1,16 @@
 """Backbone families: where each supported architecture keeps its layers and projections.
 
 A family is a ``config.model_type`` of ``transformers``. Encoders (BERT, RoBERTa) take every
-PEFT module; decoders (Llama, Qwen, Mistral, Gemma, GPT-2, GPT-NeoX) take LoRA and the task
-head for now, and every other module is refused with one line naming the module, the family
-and what the family does take (:func:`check_decoder_modules`), so a user never meets a
-traceback from a layer that has no ``attention.self``.
+PEFT module; decoders (Llama, Qwen, Mistral, Gemma, GPT-2, GPT-NeoX) take the paper's serial
+and parallel adapters and prefix-tuning (:mod:`autopeft.peft.decoder_layers`), LoRA and the task
+head, and the other modules (UniPELT gates, layer switches, AdaMix) are refused with one line
+naming the module, the family and what the family does take (:func:`check_decoder_modules`), so
+a user never meets a traceback from a layer that has no ``attention.self``.
 
 Adding a family means one :class:`Family` entry in :data:`FAMILIES`: the path of its layer
-list in the base model (``AutoModel``) and the paths of the projections LoRA may adapt.
+list in the base model (``AutoModel``), the paths of the projections LoRA may adapt and, for a
+decoder, the paths of its attention and MLP modules and the name under which its layer passes
+the key/value cache to the attention.
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ class Family:
         lora_targets: LoRA target name -> dotted path of the projection inside one layer.
         fused: Where query, key and value share one projection (so they cannot be adapted
             one by one), or None.
+        attention: A decoder layer's attention module, which prefix-tuning wraps (decoders only).
+        mlp: A decoder layer's feed-forward module, which the adapters wrap (decoders only).
+        cache_arg: The keyword under which a decoder layer passes the key/value cache to its
+            attention; the prefix goes in through it (:mod:`autopeft.peft.decoder_layers`).
 
     """
 
@@ -84,10 +91,15 @@ class Family:
     layers: str
     lora_targets: Mapping[str, str] = field(default_factory=dict)
     fused: str | None = None
+    attention: str | None = None
+    mlp: str | None = None
+    cache_arg: str = "cache"
 
 
 def _llama_like(model_type: str) -> Family:
-    return Family(model_type, decoder=True, layers="layers", lora_targets=_LLAMA_LORA_TARGETS)
+    return Family(
+        model_type, decoder=True, layers="layers", lora_targets=_LLAMA_LORA_TARGETS, attention="self_attn", mlp="mlp"
+    )
 
 
 #: Every supported family, encoders first (the order of the "supported families" lists).
@@ -103,6 +115,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
             layers="h",
             lora_targets={"attention_output": "attn.c_proj", "intermediate": "mlp.c_fc", "output": "mlp.c_proj"},
             fused="attn.c_attn",
+            attention="attn",
+            mlp="mlp",
         ),
         "gpt_neox": Family(
             "gpt_neox",
@@ -114,6 +128,9 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 "output": "mlp.dense_4h_to_h",
             },
             fused="attention.query_key_value",
+            attention="attention",
+            mlp="mlp",
+            cache_arg="layer_past",
         ),
     }
 )
@@ -124,9 +141,6 @@ DECODER_MODEL_TYPES: tuple[str, ...] = tuple(t for t, f in FAMILIES.items() if f
 #: PEFT options that decoder layers cannot take yet, by what a message calls them.
 DECODER_UNSUPPORTED: Mapping[str, str] = MappingProxyType(
     {
-        "sa": "serial adapters",
-        "pa": "parallel adapters",
-        "prefix": "prefix-tuning",
         "gated": "UniPELT gates",
         "layer_switch": "Adaptable Adapters' layer switches",
         "adamix": "AdaMix",
@@ -134,11 +148,15 @@ DECODER_UNSUPPORTED: Mapping[str, str] = MappingProxyType(
 )
 #: What decoders take, for the messages of a PEFT configuration and of a search space.
 _DECODER_SUPPORTED = (
-    "LoRA (peft=lora, peft.lora_rank), full fine-tuning (peft=fft) and the task head alone (peft=head_only)"
+    "serial and parallel adapters (peft=sa, peft=pa), prefix-tuning (peft=prefix), LoRA (peft=lora) "
+    "and their combinations (e.g. peft=mam), full fine-tuning (peft=fft) and the task head alone (peft=head_only)"
 )
 
 
-DECODER_SPACE_SUPPORTED = "the LoRA module alone (space=lora)"
+DECODER_SPACE_SUPPORTED = (
+    "spaces of serial and parallel adapters, prefix-tuning and LoRA, alone or combined (e.g. space=autopeft, "
+    "space=lora)"
+)
 
 
 def family_of(model_type: str | None) -> Family:

@@ -27,6 +27,13 @@ PEFT method", its abstract says); the exact count is what trains,
 every expert included (M down-projections and one shared up-projection in the preset).
 ``adamix_params`` reports the experts on their own and ``adamix_deployed_params`` the merged
 adapters with their biases.
+
+DoRA (``use_dora``) adds to each adapted projection a magnitude vector, one value per output
+feature of that projection (its true width: a grouped-query key/value projection's is narrower
+than D_h, an MLP up-projection's wider). The paper count leaves the magnitudes out, as it leaves
+out biases: it stays 2 r D_h per projection, so LoRA and DoRA of the same ranks are priced
+alike. The exact count holds them (they train), and ``dora_params`` reports them on their own
+(with DoRA alone, the low-rank factors are ``trainable_peft_params - dora_params``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from torch import nn
 from autopeft.peft import BackboneShape, PeftSpec
 from autopeft.peft.adamix import MixtureOfAdapters, mixtures
 from autopeft.peft.gates import Gate
+from autopeft.peft.lora import LoRALinear
 from autopeft.peft.switch import LayerSwitch
 
 
@@ -75,6 +83,8 @@ def parameter_report(model: nn.Module, spec: PeftSpec, shape: BackboneShape, bac
             spec has them (included in the trainable counts, not in the paper's).
         ``adamix_params`` / ``adamix_deployed_params``: with AdaMix, every trained expert (in
             the trainable counts) and the merged adapters inference uses (biases included).
+        ``dora_params``: with DoRA, the magnitude vectors (one value per output feature of each
+            adapted projection; in the trainable counts, not in the paper's).
         ``model_type``, ``num_heads``, ``num_kv_heads``, ``intermediate_size``: a decoder's
             family, attention and MLP shape (decoders only).
     """
@@ -92,6 +102,12 @@ def parameter_report(model: nn.Module, spec: PeftSpec, shape: BackboneShape, bac
     if spec.adamix_experts:
         extras["adamix_params"] = _params_of(model, MixtureOfAdapters)
         extras["adamix_deployed_params"] = sum(m.deployed_params() for m in mixtures(model))
+    if spec.use_dora:
+        extras["dora_params"] = sum(
+            m.lora_magnitude.numel()
+            for m in model.modules()
+            if isinstance(m, LoRALinear) and m.lora_magnitude is not None and m.lora_magnitude.requires_grad
+        )
     return {
         "paper_params": paper,
         "paper_percent": 100.0 * paper / backbone_params,

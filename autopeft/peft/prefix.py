@@ -10,6 +10,11 @@ shared MLP from a learned (L_PT x D_h) embedding::
 After training, P can be computed once and the MLP dropped; that is why the paper counts
 2 * L_PT * D_h parameters per layer while training holds the larger MLP.
 
+On a decoder with grouped-query attention a layer's keys and values are narrower than D_h
+(``num_key_value_heads`` x ``head_dim``), and so is its prefix: the MLP's output width per layer
+is then 2 x kv_heads x head_dim (``kv_width``), and the embedding stays L_PT x D_h. The decoder
+wiring is :class:`~autopeft.peft.decoder_layers.PrefixDecoderAttention`.
+
 With a UniPELT gate, one gate per layer computed from the attention input scales both P_k and
 P_v of each example, as in the UniPELT authors' ``BertSelfAttention`` (see
 :mod:`autopeft.peft.gates`).
@@ -31,29 +36,38 @@ class PrefixEncoder(nn.Module):
         hidden_size: D_h.
         bottleneck: Width of the reparameterisation MLP (800 in the paper).
         dropout: Dropout on the produced prefixes.
+        kv_width: Width of one layer's prefix keys (and values): D_h (the default) for
+            encoders, ``num_key_value_heads * head_dim`` for a decoder's attention.
 
     """
 
     def __init__(
-        self, num_layers: int, prefix_len: int, hidden_size: int, bottleneck: int, dropout: float = 0.0
+        self,
+        num_layers: int,
+        prefix_len: int,
+        hidden_size: int,
+        bottleneck: int,
+        dropout: float = 0.0,
+        kv_width: int | None = None,
     ) -> None:
         super().__init__()
         self.num_layers = num_layers
         self.prefix_len = prefix_len
         self.hidden_size = hidden_size
+        self.kv_width = kv_width or hidden_size
         self.embedding = nn.Embedding(prefix_len, hidden_size)
         self.mlp = nn.Sequential(
             nn.Linear(hidden_size, bottleneck),
             nn.Tanh(),
-            nn.Linear(bottleneck, num_layers * 2 * hidden_size),
+            nn.Linear(bottleneck, num_layers * 2 * self.kv_width),
         )
         self.dropout = nn.Dropout(dropout)
         self._cached: torch.Tensor | None = None
 
     def forward(self) -> torch.Tensor:
-        """Return all prefixes, shape (num_layers, 2, L_PT, D_h); index 0 is keys, 1 is values."""
-        out = self.mlp(self.embedding.weight)  # (L_PT, n * 2 * D_h)
-        out = out.view(self.prefix_len, self.num_layers, 2, self.hidden_size).permute(1, 2, 0, 3)
+        """Return all prefixes, shape (num_layers, 2, L_PT, kv_width); index 0 is keys, 1 is values."""
+        out = self.mlp(self.embedding.weight)  # (L_PT, n * 2 * kv_width)
+        out = out.view(self.prefix_len, self.num_layers, 2, self.kv_width).permute(1, 2, 0, 3)
         return self.dropout(out)
 
     def begin_forward(self) -> None:
@@ -65,7 +79,7 @@ class PrefixEncoder(nn.Module):
         self._cached = None
 
     def layer_prefix(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of one inserted layer, each (L_PT, D_h)."""
+        """Keys and values of one inserted layer, each (L_PT, kv_width)."""
         if self._cached is None:
             # Called outside AutoPeftModel.forward (e.g. the bare encoder): compute on demand.
             kv = self()

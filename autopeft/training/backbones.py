@@ -24,6 +24,11 @@ tokenizer gets a pad token when it has none (its EOS, as Llama's and GPT-2's use
 on the right (a causal model's real tokens then keep their positions and never see the pads),
 and a random-weight decoder may train its tokenizer offline from the stand-in text
 (``tokenizer: {source: bpe, vocab_size: N}``, :mod:`autopeft.training.offline_tokenizer`).
+
+Two settings trade compute for GPU memory, for the larger decoders: ``backbone.quantization: 4bit``
+loads pretrained weights as 4-bit NF4 through bitsandbytes (QLoRA's recipe; CUDA only), and
+``trainer.gradient_checkpointing`` (:func:`set_gradient_checkpointing`) recomputes each layer's
+activations in the backward pass instead of keeping them.
 """
 
 from __future__ import annotations
@@ -38,18 +43,31 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from autopeft.errors import ConfigError, allowed_list, check_known_keys
-from autopeft.peft import SUPPORTED_MODEL_TYPES, BackboneShape
+from autopeft.errors import ConfigError, allowed_list, check_known_keys, first_line, shown_value
+from autopeft.peft import SUPPORTED_MODEL_TYPES, BackboneShape, PeftSpec
 from autopeft.peft.families import is_decoder
 from autopeft.training.offline_tokenizer import standin_bpe_tokenizer
 
 SOURCES = ("package", "random", "hub", "path", "auto")
 #: Where a ``tokenizer`` entry may come from: a backbone source, or ``bpe``, trained offline.
 TOKENIZER_SOURCES = ("package", "hub", "path", "auto", "bpe")
-_KEYS = ("name", "source", "name_or_path", "subfolder", "model_type", "arch", "pooling", "tokenizer", "batch_size")
+_KEYS = (
+    "name",
+    "source",
+    "name_or_path",
+    "subfolder",
+    "model_type",
+    "arch",
+    "pooling",
+    "tokenizer",
+    "batch_size",
+    "quantization",
+)
 _TOKENIZER_KEYS = ("source", "name_or_path", "subfolder", "vocab_size")
 #: Token pooling of the head: ``cls`` (first token), ``mean``, ``last`` (last real token, decoders').
 POOLINGS = ("cls", "mean", "last")
+#: ``backbone.quantization``: ``none``, or ``4bit``: pretrained weights as 4-bit NF4 (bitsandbytes, CUDA).
+QUANTIZATIONS = ("none", "4bit")
 #: Files one of which a saved tokenizer folder holds (fast tokenizers, WordPiece, BPE, SentencePiece).
 _VOCAB_FILES = (
     "tokenizer.json",
@@ -73,6 +91,7 @@ class Backbone:
         num_params: Parameters of the pretrained base model (pooler included): the denominator
             of every "% of parameters" figure.
         pooling: How the head pools token states: ``cls``, ``mean`` or ``last``.
+        quantized: Whether the weights were loaded as 4-bit NF4 (``backbone.quantization=4bit``).
 
     """
 
@@ -82,6 +101,7 @@ class Backbone:
     shape: BackboneShape
     num_params: int
     pooling: str
+    quantized: bool = False
 
 
 def _package_dir(package: str, subfolder: str | None) -> Path:
@@ -196,6 +216,18 @@ def validate_backbone_config(cfg: Mapping[str, Any]) -> None:
             f"backbone.pooling={cfg.get('pooling')!r}; allowed: {allowed_list(POOLINGS)} "
             "(or null: cls for encoders, last for decoders)"
         )
+    quantization = cfg.get("quantization")
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ConfigError(
+            f"backbone.quantization={shown_value(quantization)}; allowed: {allowed_list(QUANTIZATIONS)} "
+            "(4bit: the pretrained weights as 4-bit NF4 through bitsandbytes, on a CUDA GPU)"
+        )
+    if quantization == "4bit" and cfg.get("source") == "random":
+        raise ConfigError(
+            f"backbone.quantization='4bit' quantizes pretrained weights, but backbone {cfg.get('name')!r} has "
+            "random weights (source: random); use a hub or folder backbone (e.g. backbone=qwen2_5_0_5b, or "
+            "backbone=custom backbone.name_or_path=<folder>) or backbone.quantization=none"
+        )
     tokenizer = cfg.get("tokenizer")
     if isinstance(tokenizer, Mapping):
         check_known_keys(tokenizer, _TOKENIZER_KEYS, "backbone.tokenizer")
@@ -268,19 +300,30 @@ def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
             download, no tokenizer): enough for exact parameter counts.
 
     Raises:
-        ConfigError: On a bad config, a missing package, an unsupported architecture, or a
-            hub backbone requested offline.
+        ConfigError: On a bad config, a missing package, an unsupported architecture, a hub
+            backbone requested offline, or a 4-bit backbone without CUDA or bitsandbytes.
 
     """
+    quantized = weights and cfg.get("quantization") == "4bit"
+    if quantized:
+        check_4bit_available()  # before anything is read or downloaded
     cfg, config = _checked_model_config(cfg)
     if not weights or cfg["source"] == "random":
         with torch.device("meta" if not weights else "cpu"):
             model = AutoModel.from_config(config)
     else:
         try:
-            model = AutoModel.from_pretrained(_location(cfg))
+            model = AutoModel.from_pretrained(_location(cfg), **(_4bit_arguments() if quantized else {}))
         except OSError as err:
             raise ConfigError(_offline_hint(cfg, err)) from err
+        except ImportError as err:
+            if not quantized:
+                raise
+            # transformers checks the bitsandbytes and accelerate versions the 4-bit load needs.
+            raise ConfigError(
+                f"backbone.quantization='4bit': transformers cannot load the 4-bit weights ({first_line(err)}); "
+                "pip install -U bitsandbytes accelerate, or use backbone.quantization=none"
+            ) from err
     tokenizer = load_tokenizer(cfg, config.model_type) if weights else None
     if tokenizer is not None and len(tokenizer) > config.vocab_size:
         # Token ids past the embedding table would fail deep inside the first forward pass.
@@ -290,8 +333,152 @@ def load_backbone(cfg: Mapping[str, Any], *, weights: bool = True) -> Backbone:
             "use the model's own tokenizer (backbone.tokenizer=null) or one of at most that size"
         )
     pooling = _pooling(cfg, config)
-    num_params = sum(p.numel() for p in model.parameters())
-    return Backbone(cfg["name"], model, tokenizer, _shape(cfg["name"], config), num_params, pooling)
+    if quantized:
+        # bitsandbytes packs two 4-bit weights into each stored byte, so numel() counts half of
+        # every quantized matrix; the denominator of "% of parameters" is the model's real count.
+        with torch.device("meta"):
+            num_params = sum(p.numel() for p in AutoModel.from_config(config).parameters())
+    else:
+        num_params = sum(p.numel() for p in model.parameters())
+    return Backbone(cfg["name"], model, tokenizer, _shape(cfg["name"], config), num_params, pooling, quantized)
+
+
+def check_quantization_here(cfg: Mapping[str, Any], accelerator: str) -> None:
+    """Refuse a 4-bit backbone that this machine, or the configured accelerator, cannot train.
+
+    For the checks made when a run is parsed, before anything is loaded; :func:`load_backbone`
+    checks the machine again itself.
+
+    Args:
+        cfg: The ``backbone`` node.
+        accelerator: ``trainer.accelerator``.
+
+    Raises:
+        ConfigError: A 4-bit backbone with ``trainer.accelerator`` other than a CUDA GPU's, or
+            where :func:`check_4bit_available` refuses.
+
+    """
+    if cfg.get("quantization") != "4bit":
+        return
+    if accelerator in ("cpu", "mps"):
+        raise ConfigError(
+            f"backbone.quantization='4bit' trains on a CUDA GPU, but trainer.accelerator={accelerator!r}; "
+            "use trainer.accelerator=auto (or gpu, cuda) or backbone.quantization=none"
+        )
+    check_4bit_available()
+
+
+def check_4bit_available() -> None:
+    """Refuse ``backbone.quantization=4bit`` where bitsandbytes' 4-bit kernels cannot run.
+
+    Raises:
+        ConfigError: Without a CUDA GPU, or without the ``bitsandbytes`` package, saying what to do.
+
+    """
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "backbone.quantization='4bit' needs a CUDA GPU (bitsandbytes' 4-bit kernels), but this machine has none "
+            "(torch.cuda.is_available() is False); use backbone.quantization=none here"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            "backbone.quantization='4bit' needs the bitsandbytes package, which is not installed: "
+            "pip install bitsandbytes (or use backbone.quantization=none)"
+        )
+
+
+def _4bit_arguments() -> dict[str, Any]:
+    """``from_pretrained`` arguments of a 4-bit base: NF4 weights, bfloat16 compute (QLoRA's), on this GPU.
+
+    bitsandbytes quantizes while the weights are placed, so the model is loaded straight onto
+    the current CUDA device (Lightning's later move to the same device changes nothing).
+    """
+    from transformers import BitsAndBytesConfig
+
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+    return {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
+
+
+def prepare_backbone(backbone: Backbone, spec: PeftSpec, *, gradient_checkpointing: bool) -> None:
+    """Check ``spec`` against how the backbone was loaded and set its training options, before PEFT goes in.
+
+    Args:
+        backbone: The loaded backbone (its model is changed in place).
+        spec: The PEFT configuration that will be inserted into it.
+        gradient_checkpointing: ``trainer.gradient_checkpointing`` (:func:`set_gradient_checkpointing`).
+
+    Raises:
+        ConfigError: A configuration a 4-bit base cannot train (full fine-tuning, DoRA), or one
+            :func:`set_gradient_checkpointing` refuses.
+
+    """
+    if backbone.quantized:
+        # A 4-bit weight is stored packed with its quantization constants: it cannot be trained,
+        # and DoRA's per-output norms of the frozen weight cannot be read from it.
+        refused = [name for name, on in (("full fine-tuning", spec.full_finetune), ("DoRA", spec.use_dora)) if on]
+        if refused:
+            raise ConfigError(
+                f"backbone.quantization='4bit' cannot train {' or '.join(refused)}: its weights are stored as packed "
+                "4-bit blocks; use backbone.quantization=none for this configuration (a 4-bit base takes LoRA, "
+                "adapters, prefix-tuning and the head alone)"
+            )
+    set_gradient_checkpointing(backbone, spec, gradient_checkpointing)
+
+
+#: PEFT modules that read state of the forward pass in progress (the prefixes computed once per
+#: pass, the padding mask the gates average over), which is gone when a checkpointed layer is
+#: recomputed in the backward pass: torch's checkpoint then fails on the mismatch.
+_PASS_STATE_MODULES = {"prefix-tuning (peft.prefix_len > 0)": "prefix_len", "UniPELT gates (peft.gated)": "gated"}
+
+
+def set_gradient_checkpointing(backbone: Backbone, spec: PeftSpec, enabled: bool) -> None:
+    """Turn ``trainer.gradient_checkpointing`` on for the backbone's layers (nothing when ``enabled`` is False).
+
+    Each transformer layer then keeps only its input in the forward pass and recomputes its
+    activations in the backward pass: less activation memory for about one more forward pass
+    of compute, and the same gradients. Non-reentrant checkpointing (``use_reentrant=False``)
+    is used: the reentrant kind passes gradients only to inputs that require them, which a
+    frozen backbone's embeddings do not, and the adapters inside the layers would get none.
+    It acts in training only (``model.train()`` with gradients on); evaluation is unchanged.
+
+    Args:
+        backbone: The loaded backbone (its model is changed in place).
+        spec: The PEFT configuration that will be (or was) inserted into it.
+        enabled: ``trainer.gradient_checkpointing``.
+
+    Raises:
+        ConfigError: For PEFT modules that cannot be recomputed (prefix-tuning, UniPELT gates),
+            or a model that does not support checkpointing.
+
+    """
+    if not enabled:
+        return
+    refused = [name for name, field in _PASS_STATE_MODULES.items() if getattr(spec, field)]
+    if refused:
+        raise ConfigError(
+            f"trainer.gradient_checkpointing=true cannot recompute {' and '.join(refused)}: "
+            f"{'it reads' if len(refused) == 1 else 'they read'} state of the forward pass that a recomputation "
+            "in the backward pass no longer has; set "
+            "trainer.gradient_checkpointing=false for this configuration (allowed with serial and parallel "
+            "adapters, LoRA and DoRA, AdaMix, layer switches, full fine-tuning and the head alone)"
+        )
+    model = backbone.model
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"trainer.gradient_checkpointing=true: backbone {backbone.name!r} ({type(model).__name__}) does not "
+            "support gradient checkpointing; set trainer.gradient_checkpointing=false"
+        )
+    if getattr(model.config, "use_cache", None):
+        # Checkpointed layers never keep a key/value cache; transformers would switch it off in
+        # every forward pass and warn that it did.
+        model.config.use_cache = False
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # its name from transformers 5.x on
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def load_tokenizer(cfg: Mapping[str, Any], model_type: str | None = None) -> Any:

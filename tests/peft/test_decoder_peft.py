@@ -102,11 +102,10 @@ def test_lora_starts_as_the_identity_and_its_gradient_flows(compose_cfg: Callabl
 @pytest.mark.parametrize(
     ("overrides", "module"),
     [
-        (["peft=sa"], "serial adapters"),
-        (["peft=pa"], "parallel adapters"),
-        (["peft=prefix"], "prefix-tuning"),
+        (["peft=unipelt"], "UniPELT gates"),
         (["peft=lora", "peft.gated=true"], "UniPELT gates"),
-        (["peft=adamix"], "serial adapters"),
+        (["peft=adaptable"], "Adaptable Adapters' layer switches"),
+        (["peft=adamix"], "AdaMix"),
     ],
 )
 def test_modules_decoders_cannot_take_yet_are_one_line(compose_cfg: Callable, overrides: list, module: str) -> None:
@@ -118,9 +117,26 @@ def test_modules_decoders_cannot_take_yet_are_one_line(compose_cfg: Callable, ov
         f"{module} on decoder backbones are not supported yet (backbone 'tiny_mistral' is 'mistral')"
     )
     assert message.endswith(
-        "supported there: LoRA (peft=lora, peft.lora_rank), full fine-tuning (peft=fft) "
-        "and the task head alone (peft=head_only)"
+        "supported there: serial and parallel adapters (peft=sa, peft=pa), prefix-tuning (peft=prefix), LoRA "
+        "(peft=lora) and their combinations (e.g. peft=mam), full fine-tuning (peft=fft) and the task head alone "
+        "(peft=head_only)"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "paper", "exact"),
+    [
+        # SA D_h/16 = 4 in 2 layers: 2 D D_h each, plus biases D + D_h.
+        (["peft=sa"], 2 * 2 * 4 * 64, 2 * (2 * 4 * 64 + 4 + 64)),
+        # PA D_h/2 = 32.
+        (["peft=pa"], 2 * 2 * 32 * 64, 2 * (2 * 32 * 64 + 32 + 64)),
+        # PT 30 (paper: 2 L_PT D_h per layer); exact: embedding 30 x 64, MLP 64 -> 800 -> 2 layers x 2 x 32 (GQA).
+        (["peft=prefix"], 2 * 2 * 30 * 64, 30 * 64 + 64 * 800 + 800 + 801 * 2 * 2 * 32),
+    ],
+)
+def test_the_papers_presets_count_on_decoders(compose_cfg: Callable, overrides: list, paper: int, exact: int) -> None:
+    report = _params(compose_cfg, "tiny_mistral", *overrides)
+    assert (report["paper_params"], report["trainable_peft_params"]) == (paper, exact)
 
 
 def test_fused_attention_names_its_projection(compose_cfg: Callable) -> None:
@@ -139,15 +155,12 @@ def test_full_finetuning_trains_the_whole_decoder(compose_cfg: Callable) -> None
     assert report["trainable_peft_params"] == report["backbone_params"] == report["paper_params"]
 
 
-def test_the_lora_space_runs_on_decoders_and_the_others_are_refused(compose_cfg: Callable) -> None:
+def test_the_lora_and_autopeft_spaces_run_on_decoders(compose_cfg: Callable) -> None:
     info = mode_space(compose_cfg("backbone=tiny_qwen3", "space=lora"))
     assert info["modules"] == ["lora"] and info["choices"]["lora"] == [0, 1, 2, 4, 8, 16, 32, 64]
     assert info["num_layers"] == 2 and info["configurations"] == 1 + 3 * 7  # all off, or r > 0 on a non-empty mask
-    with pytest.raises(
-        ConfigError,
-        match=r"^serial adapters on decoder backbones .*supported there: the LoRA module alone \(space=lora\)$",
-    ):
-        mode_space(compose_cfg("backbone=tiny_qwen3", "space=autopeft"))
+    info = mode_space(compose_cfg("backbone=tiny_qwen3", "space=autopeft"))
+    assert info["modules"] == ["sa", "pa", "prefix"] and info["size"] == 2**2 * 8**3  # mask x D_SA x D_PA x L_PT
     with pytest.raises(ConfigError, match=r"^space.fixed of space 'lora': peft.lora_targets has 'query', which 'gpt2'"):
         mode_space(compose_cfg("backbone=tiny_gpt2", "space=lora"))
     info = mode_space(compose_cfg("backbone=tiny_gpt2", "space=lora", "space.fixed.lora_targets=[attention_output]"))

@@ -179,7 +179,8 @@ def test_a_decoder_export_loads_back_and_scores_the_same(tiny_cfg: Callable, tmp
             if name.endswith("lora_b"):
                 param.normal_(std=0.1)
     folder = save_export(setup.model, cfg, tmp_path / "export", tokenizer=setup.backbone.tokenizer)
-    assert not (folder / "peft").exists()  # peft and adapters folders are not written for decoders yet
+    # peft loads a decoder's LoRA (tests/export/test_decoder_peft_export.py); adapters has no decoder models.
+    assert (folder / "peft" / "adapter_config.json").is_file() and not (folder / "adapters").exists()
     predictor = load_export(folder)
     rows = [{"premise": "A man plays a guitar.", "hypothesis": "A man makes music."}]
     batch = setup.backbone.tokenizer(rows[0]["premise"], rows[0]["hypothesis"], return_tensors="pt")
