@@ -28,7 +28,7 @@ SAVE_WEIGHTS = (True, False, "peft")
 WANDB_MODES = ("offline", "online", "disabled")
 #: Keys a config saved by an older version may lack, and what such a run used.
 _OLDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "trainer": {"save_weights": "peft", "gradient_checkpointing": False},
+    "trainer": {"save_weights": "peft", "gradient_checkpointing": False, "save_merged": False},
     "data": {"protocol": DEFAULT_PROTOCOL},
 }
 
@@ -373,6 +373,7 @@ class TrainerSettings:
     accumulate_grad_batches: int
     oom_retry: bool
     save_weights: bool | str
+    save_merged: bool
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | DictConfig, *, on_this_machine: bool = True) -> TrainerSettings:
@@ -408,7 +409,7 @@ class TrainerSettings:
         _check_devices(values["devices"])
         for key in ("limit_train_batches", "limit_eval_batches"):
             _check_limit(values[key], key)
-        for key in ("progress_bar", "deterministic", "gradient_checkpointing", "oom_retry"):
+        for key in ("progress_bar", "deterministic", "gradient_checkpointing", "oom_retry", "save_merged"):
             _check_bool(values[key], key)
         check_save_weights(values["save_weights"])
         return cls(**values)

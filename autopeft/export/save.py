@@ -268,5 +268,14 @@ def export_run(
         return None  # a full fine-tuning export is a whole model copy (440 MB for BERT-base) per run
     folder = Path(run_dir) / EXPORT_DIRNAME
     return str(
-        save_export(model, job.config, folder, record=record, tokenizer=tokenizer, task=job.task, origin=job.origin)
+        save_export(
+            model,
+            job.config,
+            folder,
+            record=record,
+            tokenizer=tokenizer,
+            task=job.task,
+            origin=job.origin,
+            merged=job.settings.trainer.save_merged,
+        )
     )
