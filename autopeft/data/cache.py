@@ -19,6 +19,7 @@ from autopeft.data.splits import load_raw_splits, local_data_files
 from autopeft.errors import ConfigError
 from autopeft.io import sha256_file
 from autopeft.tasks.spec import TaskSpec
+from autopeft.tasks.synthetic import GENERATOR_VERSION
 
 # Bump when the tokenised layout changes so stale caches are never reused.
 CACHE_FORMAT_VERSION = 1
@@ -66,15 +67,18 @@ def cache_key(spec: TaskSpec, tokenizer: Any, tokenisation: Tokenisation) -> str
     """Return the sha256 hex key of a tokenised cache entry.
 
     It covers the cache format version, the whole TaskSpec, the data itself (file hashes
-    for local sources and user files, so an edited file is tokenised afresh; hub
-    path/subset otherwise), the tokenizer, ``max_length``, the caps, ``data_seed`` and the
-    ``protocol`` (which changes the splits). Computing it reads neither raw rows nor calls the
+    for local sources and user files, so an edited file is tokenised afresh; a synthetic
+    generator's version; hub path/subset otherwise), the tokenizer, ``max_length``, the caps,
+    ``data_seed`` and the ``protocol`` (which changes the splits). Computing it reads neither raw rows nor calls the
     tokenizer.
     """
     if spec.source == "local":
         data = {split: sha256_file(path) for split, path in local_data_files(spec).items()}
     elif spec.source == "files":
         data = {split: sha256_file(_user_file(split, path)) for split, path in spec.splits.items() if path is not None}
+    elif spec.source == "synthetic":
+        # The options are in the spec; the generator's version stands for the code that draws the rows.
+        data = {"generator": spec.path, "version": GENERATOR_VERSION}
     else:
         data = {"path": spec.path, "subset": spec.subset}
     material = {
@@ -125,6 +129,8 @@ def _tokenize(spec: TaskSpec, tokenizer: Any, tokenisation: Tokenisation) -> dat
             for key, ds in raw.items()
         }
     )
+    if spec.type == "generation":
+        return tokenized  # labels are token ids per position (-100 outside the answer), already int64
     dtype = "float32" if spec.type == "regression" else "int64"
     return tokenized.cast_column(LABELS, datasets.Value(dtype))
 

@@ -9,10 +9,13 @@ import pandas as pd
 
 from autopeft.data.reading import load_tables
 from autopeft.data.rows import (
+    answer_texts,
     apply_exclude_labels,
     apply_missing_text,
+    check_answers_in_choices,
     check_columns,
     check_labels_present,
+    choice_lists,
     class_labels,
     numeric_labels,
     quoted,
@@ -43,14 +46,31 @@ def carve(labels: np.ndarray | None, n: int, fraction: float, rng: np.random.Gen
     return np.sort(take)
 
 
+def _generation_frame(spec: TaskSpec, table: Any) -> pd.DataFrame:
+    """A generation task's rows: prompt text, answer text and, with choices, each row's candidates.
+
+    Several candidate columns become one column of lists (under the first one's name), the form
+    the encoder reads whichever way the file held them.
+    """
+    frame = pd.DataFrame({col: table.frame[col].map(str).to_numpy() for col in spec.text_columns})
+    answers = answer_texts(table, spec.label_column)
+    frame[spec.label_column] = answers
+    if spec.choice_columns:
+        choices = choice_lists(table, spec.choice_columns)
+        check_answers_in_choices(table, answers, choices)
+        frame[spec.choice_columns[0]] = choices
+    return frame
+
+
 def custom_raw_splits(spec: TaskSpec, data_seed: int, carve_validation: bool = True) -> Any:
     """The raw ``train``/``validation``/``test`` datasets of a resolved custom task.
 
     Rows with missing text are refused or dropped as ``spec.missing_text`` says, and rows
     whose label ``spec.exclude_labels`` lists are dropped; labels become ids
-    (``spec.label_names`` order) or float32 values; a split the spec leaves None is carved
-    from train: first test, then validation from what is left, seeded by ``data_seed`` and
-    stratified by class for classification.
+    (``spec.label_names`` order) or float32 values, a generation task's answers stay text (its
+    candidate answers, if any, become one column of lists named after the first choice column);
+    a split the spec leaves None is carved from train: first test, then validation from what is
+    left, seeded by ``data_seed`` and stratified by class for classification.
 
     Args:
         spec: The resolved custom task.
@@ -84,6 +104,9 @@ def custom_raw_splits(spec: TaskSpec, data_seed: int, carve_validation: bool = T
     index = {name: i for i, name in enumerate(spec.label_names or ())}
     frames: dict[str, pd.DataFrame] = {}
     for split, table in tables.items():
+        if spec.type == "generation":
+            frames[split] = _generation_frame(spec, table)
+            continue
         if spec.type == "regression":
             labels: np.ndarray = numeric_labels(table, spec.label_column).astype(np.float32)
         else:

@@ -1,4 +1,8 @@
-"""Turning rows into model inputs: segments, tokenisation, dynamic-padding collation."""
+"""Turning rows into model inputs: segments, tokenisation, dynamic-padding collation.
+
+Generation tasks have their own encoder and collator (:mod:`autopeft.data.generation`), which
+:func:`make_encoder` and :func:`make_collator` hand them to.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForMultipleChoice, DataCollatorWithPadding
 
+from autopeft.data.generation import GenerationCollator, make_generation_encoder
 from autopeft.tasks.spec import TaskSpec
 
 # Columns of the tokenised datasets that the collators understand.
@@ -35,8 +40,11 @@ def make_encoder(spec: TaskSpec, tokenizer: Any, max_length: int) -> Callable[[_
     Classification/regression rows become ``input_ids`` etc. of one (pair) sequence;
     multiple-choice rows become per-choice lists: ``input_ids[i]`` is a list of
     ``num_labels`` token lists, one per (context, choice) pair. Truncation only; padding
-    is done per batch by the collator.
+    is done per batch by the collator. Generation rows: see
+    :func:`~autopeft.data.generation.make_generation_encoder`.
     """
+    if spec.type == "generation":
+        return make_generation_encoder(spec, tokenizer, max_length)
     label_dtype = float if spec.type == "regression" else int
 
     def encode(batch: _Batch) -> _Batch:
@@ -79,6 +87,11 @@ class BatchCollator:
         return batch
 
 
-def make_collator(spec: TaskSpec, tokenizer: Any) -> BatchCollator:
-    """Return the collate function for ``spec`` (see :class:`BatchCollator`)."""
+def make_collator(spec: TaskSpec, tokenizer: Any) -> BatchCollator | GenerationCollator:
+    """Return the collate function for ``spec``: a :class:`BatchCollator`, or a generation collator.
+
+    Generation tasks get :class:`~autopeft.data.generation.GenerationCollator`.
+    """
+    if spec.type == "generation":
+        return GenerationCollator(tokenizer)
     return BatchCollator(spec, tokenizer)

@@ -1,7 +1,8 @@
-"""Checking a custom task's rows: columns, missing text, excluded and missing labels, numbers or classes."""
+"""Checking a custom task's rows: columns, missing text, excluded and missing labels, numbers, classes or answers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -15,6 +16,7 @@ import pandas as pd
 
 from autopeft.data.reading import SHOW, Table
 from autopeft.errors import ConfigError, allowed_list, did_you_mean
+from autopeft.tasks.metrics import normalise_answer
 
 log = logging.getLogger("autopeft.custom")
 
@@ -269,3 +271,82 @@ def numeric_labels(table: Table, label: str) -> np.ndarray:
 def class_labels(table: Table, label: str) -> list[str]:
     """The labels as class names (see :func:`canonical_label`)."""
     return [canonical_label(v, table.class_names) for v in table.frame[label]]
+
+
+def answer_texts(table: Table, label: str) -> list[str]:
+    """A generation task's answers as text: strings as they are, numbers as :func:`canonical_label` writes them.
+
+    Strings keep their spacing (an answer's leading space is part of how it follows the prompt);
+    a number read from JSON or Parquet (``3``, ``3.0``) becomes ``"3"``, as a CSV file spells it.
+    """
+    return [v if isinstance(v, str) else canonical_label(v) for v in table.frame[label]]
+
+
+def _choice_cell(value: Any) -> list[str] | None:
+    """One cell of a column of answer lists as a list of strings, or None when it is not one.
+
+    JSON Lines and Parquet hold real lists (Parquet as arrays); a CSV cell holds the list as JSON
+    text, e.g. ``["cat", "dog"]``.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, list | tuple):
+        return None
+    return [v if isinstance(v, str) else canonical_label(v) for v in value]
+
+
+def choice_lists(table: Table, columns: tuple[str, ...]) -> list[list[str]]:
+    """Each row's candidate answers: from one column of lists, or one column per candidate.
+
+    Raises:
+        ConfigError: When a list cell is not a list of at least two answers (naming the rows), or
+            a candidate column has an empty cell.
+
+    """
+    if len(columns) > 1:
+        blank = np.zeros(len(table.frame), dtype=bool)
+        for col in columns:
+            blank |= _blank(table.frame[col])
+        if blank.any():
+            raise ConfigError(
+                f"task.choices: {_count_rows(blank.sum())} of the {table.where} {_have(blank.sum())} an empty "
+                f"candidate answer in columns {allowed_list(columns)} ({table.positions(blank)})"
+            )
+        return [list(row) for row in zip(*(answer_texts(table, c) for c in columns), strict=True)]
+    lists = [_choice_cell(v) for v in table.frame[columns[0]]]
+    bad = np.array([cell is None or len(cell) < 2 for cell in lists], dtype=bool)
+    if bad.any():
+        raise ConfigError(
+            f"task.choices: {_count_rows(bad.sum())} of the {table.where} {_have(bad.sum())} no list of at least "
+            f"two candidate answers in column {columns[0]!r} ({table.positions(bad)}); a cell holds a list, in a "
+            'CSV file as JSON text such as ["cat", "dog"], or name one column per candidate: task.choices=[a,b,c]'
+        )
+    return [cell for cell in lists if cell is not None]
+
+
+def check_answers_in_choices(table: Table, answers: list[str], choices: list[list[str]]) -> None:
+    """Every row's answer is one of its candidates (compared without surrounding whitespace).
+
+    Raises:
+        ConfigError: Naming the rows whose answer is not among their choices, and the first one.
+
+    """
+    missing = np.array(
+        [
+            normalise_answer(a) not in {normalise_answer(c) for c in cands}
+            for a, cands in zip(answers, choices, strict=True)
+        ],
+        dtype=bool,
+    )
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        raise ConfigError(
+            f"task.choices: in {_count_rows(missing.sum())} of the {table.where} the answer is not one of the "
+            f"row's choices ({table.positions(missing)}; the first: {answers[first]!r} not in {choices[first]!r}); "
+            "a multiple-choice generation task scores the gold answer against its candidates"
+        )

@@ -1,4 +1,4 @@
-"""A task's raw splits (hub, local stand-in or user files), checked and labelled, under a protocol."""
+"""A task's raw splits (hub, local stand-in, synthetic or user files), checked and labelled, under a protocol."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def local_data_files(spec: TaskSpec) -> dict[str, Path]:
 
 
 def _load_source(spec: TaskSpec) -> datasets.DatasetDict:
+    if spec.source == "synthetic":
+        from autopeft.tasks.synthetic import synthetic_rows
+
+        rows = synthetic_rows(spec.name, spec.path, spec.synthetic)
+        return datasets.DatasetDict({split: datasets.Dataset.from_list(r) for split, r in rows.items()})
     if spec.source == "local":
         files = {split: str(path) for split, path in local_data_files(spec).items()}
         return datasets.load_dataset("json", data_files=files)
@@ -82,6 +87,8 @@ def _normalise_labels(spec: TaskSpec, ds: datasets.Dataset) -> datasets.Dataset:
     label_map, so they become plain int64 first (float32 for regression).
     """
     col = spec.label_column
+    if spec.type == "generation":
+        return ds  # answers are text; _check_labels checks them
     dtype = "float32" if spec.type == "regression" else "int64"
     if ds.features[col] != datasets.Value(dtype):
         ds = ds.cast_column(col, datasets.Value(dtype))
@@ -98,6 +105,14 @@ def _check_labels(spec: TaskSpec, split: str, ds: datasets.Dataset) -> None:
     if len(ds) == 0:
         raise ConfigError(f"task {spec.name!r}: split {split!r} is empty")
     values = ds.unique(spec.label_column)  # distinct values suffice for range checks
+    if spec.type == "generation":
+        if any(not isinstance(v, str) for v in values):
+            bad = next(v for v in values if not isinstance(v, str))
+            raise ConfigError(
+                f"task {spec.name!r}: split {split!r} has answer {bad!r} in column {spec.label_column!r}; "
+                "a generation task's answers are text"
+            )
+        return
     if spec.type == "regression":
         if any(v is None or v != v for v in values):  # v != v catches NaN
             raise ConfigError(f"task {spec.name!r}: split {split!r} has missing/NaN labels")
@@ -115,7 +130,7 @@ def _check_labels(spec: TaskSpec, split: str, ds: datasets.Dataset) -> None:
 def _carve_validation(spec: TaskSpec, train: datasets.Dataset, data_seed: int) -> datasets.DatasetDict:
     """Split ``dev_fraction`` of train off as validation, stratified for discrete labels."""
     col = spec.label_column
-    stratify = spec.type != "regression"  # COPA's choice indices are discrete too
+    stratify = spec.type not in ("regression", "generation")  # COPA's choice indices are discrete too
     if stratify:
         # train_test_split only stratifies on a ClassLabel column.
         train = train.cast_column(col, datasets.ClassLabel(num_classes=spec.num_labels))

@@ -19,12 +19,15 @@ import numpy as np
 from autopeft.data.reading import _COMPRESSION, EXTENSIONS, Table, load_tables, resolve_path
 from autopeft.data.rows import (
     announce_once,
+    answer_texts,
     apply_exclude_labels,
     apply_missing_text,
     as_number,
     canonical_label,
+    check_answers_in_choices,
     check_columns,
     check_labels_present,
+    choice_lists,
     class_counts,
     class_labels,
     exclusion_values,
@@ -54,7 +57,7 @@ CUSTOM_DEFAULTS: dict[str, Any] = {
     "header": True,
     "columns": None,
     "text": None,
-    "label": "label",
+    "label": None,
     "type": "auto",
     "label_names": None,
     "exclude_labels": None,
@@ -64,10 +67,20 @@ CUSTOM_DEFAULTS: dict[str, Any] = {
     "dev_fraction": 0.1,
     "test_fraction": 0.1,
     "description": None,
+    "choices": None,
+    "max_answer_tokens": 32,
 }
 
 
-CUSTOM_TYPES = ("auto", "classification", "regression")
+CUSTOM_TYPES = ("auto", "classification", "regression", "generation")
+
+
+#: The default label column of each kind of task (``task.label: null``).
+DEFAULT_LABEL = {"generation": "answer"}
+
+
+#: The default prompt column of a generation task (``task.text: null``).
+DEFAULT_PROMPT = "prompt"
 
 
 #: A task name: it becomes part of run directory names, report columns and W&B names.
@@ -164,7 +177,15 @@ def _header(cfg: Mapping[str, Any]) -> tuple[bool, tuple[str, ...] | None]:
     return header, tuple(columns)
 
 
-DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1", "matthews"), "regression": ("spearman", "pearson")}
+DEFAULT_METRICS = {
+    "classification": ("accuracy", "macro_f1", "matthews"),
+    "regression": ("spearman", "pearson"),
+    "generation": ("exact_match",),
+}
+
+
+#: A generation task's metrics when it lists candidate answers.
+CHOICE_METRICS = ("choice_accuracy", "exact_match")
 
 
 def _infer_type(table: Table, label: str) -> str:
@@ -203,7 +224,11 @@ def _choice(cfg: Mapping[str, Any], key: str, options: Iterable[str]) -> str:
     options = tuple(options)
     value = cfg[key]
     if value not in options:
-        extra = " (multiple choice needs a built-in task such as copa)" if value == "multiple_choice" else ""
+        extra = (
+            " (multiple choice needs a built-in task such as copa, or task.type=generation with task.choices)"
+            if value == "multiple_choice"
+            else ""
+        )
         raise ConfigError(
             f"task.{key}={value!r}{did_you_mean(str(value), options)}{extra}; allowed: {allowed_list(options)}"
         )
@@ -240,7 +265,10 @@ def custom_task_spec(node: Mapping[str, Any], builtin: Collection[str] = ()) -> 
             file, a headerless file without ``task.columns`` (or one that does not fit), an
             unknown column (saying so when a header row looks like data), missing text (with
             ``missing_text=refuse``), empty or single-class training data, validation/test labels
-            that training lacks, or non-numeric regression labels.
+            that training lacks, or non-numeric regression labels; for generation tasks
+            (``task.type=generation``: a prompt column, ``prompt`` by default, and an answer
+            column, ``answer`` by default) also on missing answers, a second text column, and
+            candidate answers (``task.choices``) that are not lists or lack the gold answer.
 
     """
     check_known_keys(node, CUSTOM_DEFAULTS, "task")
@@ -252,9 +280,16 @@ def custom_task_spec(node: Mapping[str, Any], builtin: Collection[str] = ()) -> 
     fmt = None if fmt == "auto" else fmt
     header, names_given = _header(cfg)
     excluded = exclusion_values(cfg["exclude_labels"])
-    label = cfg["label"]
+    label = cfg["label"] if cfg["label"] is not None else DEFAULT_LABEL.get(kind, "label")
     if not isinstance(label, str) or not label:
         raise ConfigError(f"task.label must name the label column, got {label!r}")
+    if cfg["choices"] is not None and kind != "generation":
+        raise ConfigError(
+            f"task.choices={cfg['choices']!r} names the candidate answers of a generation task; set "
+            f"task.type=generation with it (this task's type is {kind!r})"
+        )
+    if cfg["text"] is None and kind == "generation":
+        cfg["text"] = DEFAULT_PROMPT
     splits = _splits(cfg)
     read = {"hub": cfg["hub"], "subset": cfg["subset"], "fmt": fmt, "label": label, "header": header}
     if cfg["text"] is None:
@@ -269,15 +304,22 @@ def custom_task_spec(node: Mapping[str, Any], builtin: Collection[str] = ()) -> 
     text = _text_columns(cfg["text"])
     if label in text:
         raise ConfigError(f"task.label={label!r} is also a text column (task.text={list(text)!r})")
+    if kind == "generation" and len(text) != 1:
+        raise ConfigError(
+            f"task.text={list(text)!r} names {len(text)} columns; a generation task has one prompt column "
+            "(e.g. task.text=prompt)"
+        )
+    choices = _choice_columns(cfg["choices"], text, label)
     # Fractions are checked before reading so a typo fails fast; validate_spec checks them again.
     for key in ("dev_fraction", "test_fraction"):
         frac = cfg[key]
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac < 1:
             raise ConfigError(f"task.{key} must be a number strictly between 0 and 1, got {frac!r}")
 
-    tables = load_tables(splits, columns=[*text, label], names=names_given, **read)
+    tables = load_tables(splits, columns=[*text, label, *choices], names=names_given, **read)
     train = tables["train"]
     check_columns(tables, text, label)
+    check_choice_columns(tables, choices)
     if train.frame.empty:
         raise ConfigError(f"the {train.where} has no rows")
     tables = apply_missing_text(tables, text, policy)
@@ -292,6 +334,8 @@ def custom_task_spec(node: Mapping[str, Any], builtin: Collection[str] = ()) -> 
             f"({quoted(excluded)})"
         )
     check_labels_present(tables, label, excluded)
+    if kind == "generation":
+        return _generation_spec(cfg, name, splits, tables, text, label, choices, names_given, excluded)
     if kind == "auto":
         kind = _infer_type(train, label)
 
@@ -349,6 +393,98 @@ def custom_task_spec(node: Mapping[str, Any], builtin: Collection[str] = ()) -> 
     announce_once(
         f"task {name}: {counts_note}, text {list(text)}, metrics {list(metrics)} (main {main}); "
         f"rows: {', '.join(f'{k} {len(t.frame)}' for k, t in tables.items())}"
+        + (f"; {' and '.join(carved)} carved from train" if carved else ""),
+        logging.INFO,
+    )
+    return spec
+
+
+def _choice_columns(value: Any, text: tuple[str, ...], label: str) -> tuple[str, ...]:
+    """``task.choices`` as a tuple of column names: one column of lists, or one column per candidate."""
+    if value is None:
+        return ()
+    columns = [value] if isinstance(value, str) else value
+    if not isinstance(columns, list | tuple) or not columns or not all(isinstance(c, str) and c for c in columns):
+        raise ConfigError(
+            f"task.choices={value!r} must name the column of candidate-answer lists (task.choices=choices) or one "
+            "column per candidate (task.choices=[a,b,c])"
+        )
+    taken = [c for c in columns if c in text or c == label]
+    if taken:
+        raise ConfigError(
+            f"task.choices={list(columns)!r} names {quoted(taken)}, the prompt or answer column; the candidates "
+            "need columns of their own"
+        )
+    return tuple(columns)
+
+
+def check_choice_columns(tables: Mapping[str, Table], choices: tuple[str, ...]) -> None:
+    """Every split has the candidate-answer columns; the message lists the columns it does have."""
+    for table in tables.values():
+        available = list(table.frame.columns)
+        missing = [c for c in choices if c not in available]
+        if missing:
+            raise ConfigError(
+                f"task.choices: the {table.where} has no column {allowed_list(missing)}"
+                f"{did_you_mean(missing[0], available)}; available columns: {allowed_list(available)}"
+            )
+
+
+def _generation_spec(
+    cfg: Mapping[str, Any],
+    name: str,
+    splits: Mapping[str, str | None],
+    tables: Mapping[str, Table],
+    text: tuple[str, ...],
+    label: str,
+    choices: tuple[str, ...],
+    names_given: tuple[str, ...] | None,
+    excluded: tuple[str, ...],
+) -> TaskSpec:
+    """The spec of a generation task whose rows were read and cleaned (see :func:`custom_task_spec`)."""
+    if cfg["label_names"] is not None:
+        raise ConfigError("task.label_names is only for classification; this task is a generation task")
+    if choices:
+        for table in tables.values():
+            check_answers_in_choices(table, answer_texts(table, label), choice_lists(table, choices))
+    metrics = cfg["metrics"]
+    default = CHOICE_METRICS if choices else DEFAULT_METRICS["generation"]
+    metrics = default if metrics == "auto" else (metrics,) if isinstance(metrics, str) else metrics
+    metrics = tuple(metrics) if isinstance(metrics, (list, tuple)) else metrics
+    main = metrics[0] if cfg["main_metric"] == "auto" and metrics else cfg["main_metric"]
+    source = "hub" if cfg["hub"] is not None else "files"
+    where = cfg["hub"] if source == "hub" else Path(str(splits["train"])).name
+    choices_note = f", candidates {list(choices)}" if choices else ""
+    spec = TaskSpec(
+        name=name,
+        benchmark="custom",
+        description=cfg["description"]
+        or f"User task from {where}: generation, prompt {text[0]!r} -> answer {label!r}{choices_note}.",
+        source=source,
+        path=cfg["hub"] if source == "hub" else str(splits["train"]),
+        subset=cfg["subset"],
+        text_columns=text,
+        label_column=label,
+        type="generation",
+        num_labels=1,
+        metrics=metrics,
+        main_metric=main,
+        splits=dict(splits),
+        choice_columns=choices,
+        dev_fraction=cfg["dev_fraction"],
+        test_fraction=cfg["test_fraction"],
+        missing_text=cfg["missing_text"],
+        file_format=None if cfg["format"] == "auto" else cfg["format"],
+        header=cfg["header"],
+        columns=names_given,
+        exclude_labels=excluded,
+        max_answer_tokens=cfg["max_answer_tokens"],
+    )
+    validate_spec(spec)
+    carved = [key for key in ("validation", "test") if splits[key] is None]
+    announce_once(
+        f"task {name}: generation, prompt {text[0]!r} -> answer {label!r}{choices_note}, metrics {list(metrics)} "
+        f"(main {main}); rows: {', '.join(f'{k} {len(t.frame)}' for k, t in tables.items())}"
         + (f"; {' and '.join(carved)} carved from train" if carved else ""),
         logging.INFO,
     )

@@ -1,17 +1,22 @@
-"""Evaluation metrics as GLUE/SuperGLUE define them, computed with ``torchmetrics``.
+"""Evaluation metrics as GLUE/SuperGLUE define them, computed with ``torchmetrics``; generation metrics.
 
 Degenerate inputs score 0.0, never NaN. A collapsed model (one that predicts a constant)
 makes Pearson/Spearman/Matthews undefined (zero variance in the denominator); a NaN would
 poison a configuration search, because NaN compares false with everything and so cannot be
 ranked, sorted or fed to a surrogate model. 0.0 is the value of "no correlation", which is
 exactly what a constant predictor has, so collapsed configurations rank at the bottom.
+
+Generation tasks are scored on text, not logits (:func:`generation_metrics`): ``exact_match``
+compares the greedy decoding with the gold answer after :func:`normalise_answer`, and
+``choice_accuracy`` (tasks that list answer choices) counts the rows whose most likely choice,
+by summed answer log-likelihood, is the gold one.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,7 +41,8 @@ class MetricInfo:
 
     Attributes:
         kind: ``"classification"`` (applies to classification and multiple choice, scores
-            class indices) or ``"regression"`` (scores real-valued predictions).
+            class indices), ``"regression"`` (scores real-valued predictions) or
+            ``"generation"`` (scores generated answers or picked choices).
         higher_is_better: Whether larger values are better.
         description: One line for humans.
 
@@ -54,6 +60,10 @@ METRICS: dict[str, MetricInfo] = {
     "matthews": MetricInfo("classification", True, "Matthews correlation coefficient"),
     "pearson": MetricInfo("regression", True, "Pearson correlation coefficient"),
     "spearman": MetricInfo("regression", True, "Spearman rank correlation coefficient"),
+    "exact_match": MetricInfo("generation", True, "fraction of greedy decodings equal to the gold answer (stripped)"),
+    "choice_accuracy": MetricInfo(
+        "generation", True, "fraction of rows whose choice of highest summed answer log-likelihood is the gold one"
+    ),
 }
 
 
@@ -75,7 +85,7 @@ def higher_is_better(metric: str) -> bool:
 
 
 def metric_kind(metric: str) -> str:
-    """Return ``"classification"`` or ``"regression"`` for ``metric``.
+    """Return ``"classification"``, ``"regression"`` or ``"generation"`` for ``metric``.
 
     Raises:
         ConfigError: If ``metric`` is unknown.
@@ -140,6 +150,8 @@ def compute_metrics(spec: TaskSpec, predictions: torch.Tensor, labels: torch.Ten
         ValueError: If the shapes do not fit the task.
 
     """
+    if spec.type == "generation":
+        raise ValueError(f"task {spec.name!r} is a generation task: score its answers with generation_metrics")
     predictions = _check_shapes(spec, predictions.detach().cpu(), labels.detach().cpu())
     labels = labels.detach().cpu()
     results: dict[str, float] = {}
@@ -157,4 +169,66 @@ def compute_metrics(spec: TaskSpec, predictions: torch.Tensor, labels: torch.Ten
     return results
 
 
-__all__ = ["METRICS", "MetricInfo", "compute_metrics", "higher_is_better", "metric_kind"]
+def normalise_answer(text: str) -> str:
+    """The form in which answers are compared: surrounding whitespace stripped.
+
+    Only the ends are stripped: a prompt that ends before the answer's leading space (``"... ="``
+    then ``" c b a"``) must not cost the match, while the answer's own text, case and inner
+    spacing included, is what the task asks for.
+    """
+    return text.strip()
+
+
+def generation_metrics(
+    spec: TaskSpec,
+    predictions: Sequence[str],
+    answers: Sequence[str],
+    chosen: Sequence[int] | None = None,
+    gold_choices: Sequence[int] | None = None,
+) -> dict[str, float]:
+    """Score a generation task's answers with every metric of ``spec``.
+
+    Args:
+        spec: The generation task; its ``metrics`` decide what is computed.
+        predictions: The decoded greedy answer of each row (up to EOS or the answer budget).
+        answers: The gold answer of each row.
+        chosen: The index of each row's most likely choice (tasks with choices), else None.
+        gold_choices: The index of each row's gold choice, with ``chosen``.
+
+    Returns:
+        ``{metric: value}`` for all of ``spec.metrics``, as Python floats.
+
+    Raises:
+        ValueError: If the lengths differ, there are no rows, or ``choice_accuracy`` is asked for
+            without choices.
+
+    """
+    if spec.type != "generation":
+        raise ValueError(f"task {spec.name!r} is a {spec.type} task: score its outputs with compute_metrics")
+    if len(predictions) != len(answers) or not answers:
+        raise ValueError(f"need one prediction per gold answer, got {len(predictions)} for {len(answers)} answers")
+    results: dict[str, float] = {}
+    for metric in spec.metrics:
+        if metric == "exact_match":
+            hits = sum(normalise_answer(p) == normalise_answer(a) for p, a in zip(predictions, answers, strict=True))
+            results[metric] = hits / len(answers)
+        elif metric == "choice_accuracy":
+            if chosen is None or gold_choices is None or not len(chosen) == len(gold_choices) == len(answers):
+                raise ValueError(
+                    f"task {spec.name!r}: choice_accuracy needs the chosen and the gold choice of each row"
+                )
+            results[metric] = sum(int(c) == int(g) for c, g in zip(chosen, gold_choices, strict=True)) / len(chosen)
+        else:
+            raise ValueError(f"metric {metric!r} does not apply to generation tasks")
+    return results
+
+
+__all__ = [
+    "METRICS",
+    "MetricInfo",
+    "compute_metrics",
+    "generation_metrics",
+    "higher_is_better",
+    "metric_kind",
+    "normalise_answer",
+]

@@ -1,4 +1,4 @@
-"""The built-in tasks (GLUE, SuperGLUE and the offline stand-ins) and building a task from its config node."""
+"""The built-in tasks (GLUE, SuperGLUE, offline stand-ins, synthetic generation) and building a task from its node."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from autopeft.errors import ConfigError, allowed_list, check_known_keys, did_you_mean
 from autopeft.tasks.spec import CUSTOM_DATA_KEYS, CUSTOM_TASK, GLUE_PATH, SUPERGLUE_PATH, TaskSpec, validate_spec
+from autopeft.tasks.synthetic import REVERSE_DEFAULTS
 
 
 def resources_dir() -> Path:
@@ -91,6 +92,33 @@ def _standin(
         folder=folder,
         standin_for=standin_for,
         **fields,
+    )
+
+
+def _synthetic(name: str, description: str, metrics: tuple[str, ...], **options: Any) -> TaskSpec:
+    """A generation task drawn by the ``reverse`` generator (:mod:`autopeft.tasks.synthetic`).
+
+    Its answers are at most ``max_length`` (6) letters, one token each with the offline
+    tokenizer, plus EOS: 16 answer tokens leave room for longer strings set on the command line.
+    """
+    choices = ("choices",) if options.get("choices") else ()
+    return TaskSpec(
+        name=name,
+        benchmark="synthetic",
+        description=description,
+        source="synthetic",
+        path="reverse",
+        subset=None,
+        text_columns=("prompt",),
+        label_column="answer",
+        type="generation",
+        num_labels=1,
+        metrics=metrics,
+        main_metric=metrics[0],
+        splits=dict(_STANDIN_SPLITS),
+        choice_columns=choices,
+        max_answer_tokens=16,
+        synthetic={**REVERSE_DEFAULTS, **options},
     )
 
 
@@ -208,6 +236,20 @@ _REGISTRY: tuple[TaskSpec, ...] = (
         "stsb",
         type="regression",
     ),
+    # --- Synthetic generation tasks (drawn from a seed, nothing shipped; decoder backbones only)
+    _synthetic(
+        "reverse",
+        "Reverse a short string of letters: 'reverse: d a c =' -> ' c a d' (3-6 of 8 letters, spaced; "
+        "2000/200/200 distinct strings from seed 0); scored by exact match of the greedy decoding.",
+        ("exact_match",),
+    ),
+    _synthetic(
+        "reverse_choice",
+        "The reverse task with 4 candidate answers per row (the gold one, the copy, rotations, shuffles); "
+        "scored by the choice of highest answer log-likelihood, and by exact match of the greedy decoding.",
+        ("choice_accuracy", "exact_match"),
+        choices=4,
+    ),
 )
 
 
@@ -283,6 +325,9 @@ def _coerce_override(base: TaskSpec, key: str, value: Any) -> Any:
         return {**base.splits, **value}
     if key == "label_map" and isinstance(value, Mapping):
         return dict(value)
+    if key == "synthetic" and isinstance(value, Mapping) and isinstance(base.synthetic, Mapping):
+        # ``task.synthetic.train_size=500`` changes one option and keeps the task's others.
+        return {**base.synthetic, **value}
     return value
 
 

@@ -18,6 +18,17 @@ segment ``i`` is the value of ``text_columns[i]``, or, when ``text_template`` is
 ``text_template[i].format(**row)``. For multiple choice, the single segment is the
 *context* and each of ``choice_columns`` is paired with it as ``text_b``.
 
+Generation. A ``generation`` task's single segment is the *prompt* and its label column the
+gold *answer* text; a decoder learns to continue the prompt with the answer (causal-LM loss on
+the answer tokens only) and is scored on its greedy decoding (``exact_match``), at most
+``max_answer_tokens`` tokens long. Its ``choice_columns``, when set, list candidate answers: one
+column holding a list of them per row, or one column per candidate; ``choice_accuracy`` then
+scores the choice of highest summed answer log-likelihood. ``num_labels`` is 1 (one text out).
+
+Synthetic tasks. ``source: synthetic`` draws the rows from a seeded generator
+(:mod:`autopeft.tasks.synthetic`, named by ``path``, with the options ``synthetic``) instead of
+reading files: the offline stand-in for generation tasks ships no data.
+
 User tasks. ``task=custom`` (``conf/task/custom.yaml``) builds a spec at run time from the
 user's own files or hub dataset (see :mod:`autopeft.tasks.custom` and ``docs/custom_tasks.md``):
 its type, labels and metrics are inferred from the data, and its data are checked before
@@ -37,14 +48,15 @@ from typing import Any
 
 from autopeft.errors import ConfigError, allowed_list, did_you_mean
 from autopeft.tasks.metrics import METRICS, metric_kind
+from autopeft.tasks.synthetic import check_options
 
-BENCHMARKS = ("glue", "superglue", "standin", "custom")
-
-
-SOURCES = ("hub", "local", "files")
+BENCHMARKS = ("glue", "superglue", "standin", "synthetic", "custom")
 
 
-TASK_TYPES = ("classification", "regression", "multiple_choice")
+SOURCES = ("hub", "local", "files", "synthetic")
+
+
+TASK_TYPES = ("classification", "regression", "multiple_choice", "generation")
 
 
 SPLIT_KEYS = ("train", "validation", "test")
@@ -89,26 +101,30 @@ class TaskSpec:
 
     Attributes:
         name: Registry name, e.g. ``"rte"``.
-        benchmark: ``"glue"``, ``"superglue"``, ``"standin"`` or ``"custom"`` (a user task).
+        benchmark: ``"glue"``, ``"superglue"``, ``"standin"``, ``"synthetic"`` (drawn from a
+            seed) or ``"custom"`` (a user task).
         description: One or two human-readable sentences.
-        source: ``"hub"`` (Hugging Face dataset), ``"local"`` (JSON-lines files in a folder)
-            or ``"files"`` (a user task's files; ``splits`` then holds their paths).
+        source: ``"hub"`` (Hugging Face dataset), ``"local"`` (JSON-lines files in a folder),
+            ``"files"`` (a user task's files; ``splits`` then holds their paths) or
+            ``"synthetic"`` (rows drawn by the generator ``path`` with the options ``synthetic``).
         path: Hub dataset id (``"nyu-mll/glue"``); for ``local``, a directory relative to
             :func:`resources_dir` holding ``<split>.jsonl`` files (an absolute path also works);
             for ``files``, the training file.
         subset: Hub configuration name (``"rte"``), or ``None``.
         text_columns: One or two columns forming ``text_a`` / ``text_b`` (for multiple
             choice exactly one: the context).
-        label_column: Column holding the label.
-        type: ``"classification"``, ``"regression"`` or ``"multiple_choice"``.
-        num_labels: Number of classes; 1 for regression; number of choices for multiple choice.
+        label_column: Column holding the label (for generation: the gold answer text).
+        type: ``"classification"``, ``"regression"``, ``"multiple_choice"`` or ``"generation"``.
+        num_labels: Number of classes; 1 for regression and generation; number of choices for
+            multiple choice.
         metrics: Metric names known to :mod:`autopeft.tasks.metrics`.
         main_metric: The metric a search optimises and the paper reports.
         splits: Maps ``train``/``validation``/``test`` to a source split name (for ``files``:
             a file path); a ``None`` validation means "carve ``dev_fraction`` of train", a
             ``None`` test (custom tasks only) "carve ``test_fraction`` of train".
         label_map: Source label -> task label (e.g. SNLI 3-way -> binary), or ``None``.
-        choice_columns: Columns holding the answer options (multiple choice only).
+        choice_columns: Columns holding the answer options (multiple choice: one per choice;
+            generation: optional, one column of lists of candidate answers or one per candidate).
         text_template: ``None`` or one ``str.format`` template per text segment, filled
             from the row's columns, e.g. ``("{word}: {sentence1}", "{sentence2}")``.
         dev_fraction: Fraction of train carved off as validation when needed.
@@ -126,6 +142,9 @@ class TaskSpec:
         columns: The column names of headerless CSV/TSV files, in order (``header`` False only).
         exclude_labels: Label values (class names as read, ``""`` for a missing label) whose
             rows a user task drops before anything else looks at its labels.
+        max_answer_tokens: Generation only: greedy decoding stops at EOS or after this many
+            tokens, and training answers are cut to it.
+        synthetic: Synthetic tasks only: the generator's options (``None`` otherwise).
 
     """
 
@@ -154,6 +173,8 @@ class TaskSpec:
     header: bool = True
     columns: tuple[str, ...] | None = None
     exclude_labels: tuple[str, ...] = ()
+    max_answer_tokens: int = 32
+    synthetic: Mapping[str, Any] | None = None
 
     # ``splits``/``label_map`` are dicts, which the generated hash would choke on; hash the
     # canonical JSON form instead so specs can still be set members or dict keys.
@@ -161,8 +182,17 @@ class TaskSpec:
         return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict of all fields (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Return a JSON-serialisable dict of the fields (tuples become lists).
+
+        The fields that came with generation tasks appear only when they differ from their
+        defaults: every other task keeps the dict, and so the tokenisation cache keys and the
+        stored task identities, that it had before they existed.
+        """
+        out = json.loads(json.dumps(dataclasses.asdict(self)))
+        for key, default in _LATER_FIELDS.items():
+            if out[key] == default:
+                del out[key]
+        return out
 
     def template_fields(self) -> tuple[str, ...]:
         """Column names referenced by ``text_template`` (empty when there is none)."""
@@ -177,6 +207,10 @@ class TaskSpec:
         """All source columns that must exist for this task (inputs and label)."""
         cols = [*self.text_columns, *self.template_fields(), *self.choice_columns, self.label_column]
         return tuple(dict.fromkeys(cols))
+
+
+#: Fields added after the first task format, with the defaults :meth:`TaskSpec.to_dict` leaves out.
+_LATER_FIELDS: dict[str, Any] = {"max_answer_tokens": 32, "synthetic": None}
 
 
 def _fail(spec: TaskSpec, key: str, message: str) -> None:
@@ -223,11 +257,22 @@ def _validate_basics(spec: TaskSpec, known_tasks: Collection[str] | None) -> Non
 
 def _validate_inputs(spec: TaskSpec) -> None:
     mc = spec.type == "multiple_choice"
-    _check_str_tuple(spec, "text_columns", (1,) if mc else (1, 2))
+    one_segment = mc or spec.type == "generation"  # the context, or the prompt
+    _check_str_tuple(spec, "text_columns", (1,) if one_segment else (1, 2))
     if mc:
         _check_str_tuple(spec, "choice_columns", (spec.num_labels,))
+    elif spec.type == "generation":
+        if spec.choice_columns:  # one column of lists, or one column per candidate answer
+            _check_str_tuple(spec, "choice_columns", tuple(range(1, len(spec.choice_columns) + 1)))
+        overlap = set(spec.choice_columns) & {*spec.text_columns, spec.label_column}
+        if overlap:
+            _fail(spec, "choice_columns", f"must not name the prompt or answer column, got {sorted(overlap)!r}")
     elif spec.choice_columns:
-        _fail(spec, "choice_columns", f"is only for multiple_choice tasks, got {spec.choice_columns!r}")
+        _fail(
+            spec,
+            "choice_columns",
+            f"is only for multiple_choice and generation tasks, got {spec.choice_columns!r}",
+        )
     if spec.text_template is None:
         return
     _check_str_tuple(spec, "text_template", (len(spec.text_columns),))
@@ -244,9 +289,9 @@ def _validate_labels(spec: TaskSpec) -> None:
     n = spec.num_labels
     if not isinstance(n, int) or isinstance(n, bool):
         _fail(spec, "num_labels", f"must be an integer, got {n!r}")
-    if spec.type == "regression" and n != 1:
-        _fail(spec, "num_labels", f"must be 1 for regression, got {n}")
-    if spec.type != "regression" and n < 2:
+    if spec.type in ("regression", "generation") and n != 1:
+        _fail(spec, "num_labels", f"must be 1 for {spec.type}, got {n}")
+    if spec.type not in ("regression", "generation") and n < 2:
         _fail(spec, "num_labels", f"must be >= 2 for {spec.type}, got {n}")
     if spec.label_names is not None:
         names = spec.label_names
@@ -258,7 +303,7 @@ def _validate_labels(spec: TaskSpec) -> None:
             _fail(spec, "label_names", f"must name each of the {n} classes once, got {list(names)!r}")
     if spec.label_map is None:
         return
-    if spec.type == "regression":
+    if spec.type in ("regression", "generation"):
         _fail(spec, "label_map", "is only for classification or multiple_choice tasks")
     if not isinstance(spec.label_map, Mapping) or not spec.label_map:
         _fail(spec, "label_map", f"must be a non-empty mapping or null, got {spec.label_map!r}")
@@ -270,7 +315,7 @@ def _validate_labels(spec: TaskSpec) -> None:
 def _validate_metrics(spec: TaskSpec) -> None:
     if not isinstance(spec.metrics, tuple) or not spec.metrics:
         _fail(spec, "metrics", f"must be a non-empty list, got {spec.metrics!r}")
-    wanted = "regression" if spec.type == "regression" else "classification"
+    wanted = spec.type if spec.type in ("regression", "generation") else "classification"
     for metric in spec.metrics:
         if metric not in METRICS:
             _fail(
@@ -282,6 +327,8 @@ def _validate_metrics(spec: TaskSpec) -> None:
             _fail(spec, "metrics", f"has {metric!r}, which does not apply to {spec.type} tasks")
         if metric == "f1" and spec.num_labels != 2:
             _fail(spec, "metrics", "has 'f1' (binary, positive class 1) but num_labels != 2; use 'macro_f1'")
+        if metric == "choice_accuracy" and not spec.choice_columns:
+            _fail(spec, "metrics", "has 'choice_accuracy', which needs answer choices: set task.choice_columns")
     if spec.main_metric not in spec.metrics:
         _fail(
             spec,
@@ -316,6 +363,22 @@ def _validate_splits(spec: TaskSpec) -> None:
         )
 
 
+def _validate_later_fields(spec: TaskSpec) -> None:
+    """``max_answer_tokens`` and ``synthetic`` (with the generator's own checks of its options)."""
+    n = spec.max_answer_tokens
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        _fail(spec, "max_answer_tokens", f"must be an integer >= 1, got {n!r}")
+    synthetic = spec.source == "synthetic"
+    if synthetic != (spec.synthetic is not None):
+        _fail(
+            spec,
+            "synthetic",
+            "holds a synthetic generator's options: it is set exactly when task.source is 'synthetic'",
+        )
+    if synthetic:
+        check_options(spec.name, spec.path, spec.synthetic)
+
+
 def validate_spec(spec: TaskSpec, known_tasks: Collection[str] | None = None) -> None:
     """Check that every field of ``spec`` has an allowed type and value.
 
@@ -332,3 +395,4 @@ def validate_spec(spec: TaskSpec, known_tasks: Collection[str] | None = None) ->
     _validate_labels(spec)
     _validate_metrics(spec)
     _validate_splits(spec)
+    _validate_later_fields(spec)

@@ -34,9 +34,17 @@ from autopeft.settings import TrainerSettings, TrainingSettings, plain, trains_o
 from autopeft.tasks.registry import task_from_config
 from autopeft.tasks.spec import TaskSpec
 from autopeft.training.adaptable import run_adaptable, switch_report, wants_layer_selection
-from autopeft.training.backbones import Backbone, load_backbone, validate_backbone_config
-from autopeft.training.model import AutoPeftModel
+from autopeft.training.backbones import (
+    Backbone,
+    load_backbone,
+    prepare_backbone,
+    shape_of,
+    validate_backbone_config,
+)
+from autopeft.training.model import AutoPeftModel, check_generation_backbone
 from autopeft.training.module import DivergedError, KeepBestTrainable, PeftLightningModule, TrainThroughput
+
+log = logging.getLogger("autopeft.training")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,11 @@ class TrainingJob:
         validate_backbone_config(config["backbone"])
         if task is None:
             task = task_from_config(config["task"])
+        if task.type == "generation":
+            # Refused before anything loads: the backbone's config alone says whether it is a decoder.
+            check_generation_backbone(
+                task.name, str(config["backbone"]["name"]), shape_of(config["backbone"]).model_type
+            )
         return cls(settings, task, config)
 
     @property
@@ -135,6 +148,7 @@ def build(job: TrainingJob) -> Setup:
     trainer, data = job.settings.trainer, job.settings.data
     backbone = load_backbone(job.backbone)
     spec = peft_from_config(job.peft, backbone.shape)
+    prepare_backbone(backbone, spec, gradient_checkpointing=trainer.gradient_checkpointing)
     model = AutoPeftModel(backbone, spec, job.task.type, job.task.num_labels, trainer.head_dropout)
     params = parameter_report(model, spec, backbone.shape, backbone.num_params)
     datamodule = TaskDataModule(
@@ -211,8 +225,8 @@ def check_trainer_builds(settings: TrainerSettings) -> None:
 
     """
     precision = "32-true" if settings.precision == "auto" else settings.precision
-    # Lightning's notes ("GPU available: ...", 16-mixed on a CPU becoming bf16-mixed) come once,
-    # from the Trainer that trains, not from this one too.
+    # Lightning's notes ("GPU available: ...") come once, from the Trainer that trains, not from
+    # this one too.
     notes = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     level = notes.level
     notes.setLevel(max(level, logging.WARNING))
@@ -320,6 +334,7 @@ def _train_once(job: TrainingJob, run_dir: Path) -> dict[str, Any]:
         weight_decay=trainer_settings.weight_decay,
         warmup_ratio=trainer_settings.warmup_ratio,
         adam_eps=trainer_settings.adam_eps,
+        tokenizer=setup.backbone.tokenizer,
     )
     monitor = f"val/{task.main_metric}"
     keep_best = KeepBestTrainable(monitor)
@@ -370,7 +385,14 @@ def _train_once(job: TrainingJob, run_dir: Path) -> dict[str, Any]:
     }
     fit_started = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=setup.datamodule)
+        if any(p.requires_grad for p in setup.model.parameters()):
+            trainer.fit(module, datamodule=setup.datamodule)
+        else:
+            # Nothing trains (a generation task's frozen LM head with no PEFT module, e.g. the
+            # empty configuration of a search): the frozen model is scored as it is, where an
+            # optimiser over no parameters would fail.
+            log.info("nothing to train in %s: scoring the frozen model", spec.describe())
+            trainer.validate(module, datamodule=setup.datamodule, verbose=False)
     except DivergedError as err:
         record.update(status="diverged", reason=str(err))
     except torch.cuda.OutOfMemoryError as err:

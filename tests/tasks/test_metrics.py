@@ -91,7 +91,10 @@ def test_shape_errors() -> None:
 
 
 def test_higher_is_better() -> None:
-    assert set(METRICS) == {"accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman"}
+    assert set(METRICS) == {
+        *("accuracy", "f1", "macro_f1", "matthews", "pearson", "spearman"),
+        *("exact_match", "choice_accuracy"),  # generation tasks
+    }
     assert all(higher_is_better(m) for m in METRICS)
     with pytest.raises(ConfigError, match="unknown metric 'acc'"):
         higher_is_better("acc")
