@@ -238,7 +238,7 @@ class SearchSpace:
 
         Raises:
             ConfigError: On an unknown key or module, a module the backbone's family cannot take
-                (a decoder takes LoRA only, for now), or a choice outside ``[0, D_h]``, naming the
+                (decoders take no UniPELT gates, layer switches or AdaMix), or a choice outside ``[0, D_h]``, naming the
                 bad value and what is allowed.
 
         """
