@@ -38,6 +38,21 @@
   manifest's ``libraries.peft``): load the task model with it, as the model card shows, since a
   hub config may have none (Llama's).
 
+* **Generation** (decoders) → ``task_type: "CAUSAL_LM"`` on the family's ``*ForCausalLM``
+  (``AutoModelForCausalLM``), whose LM head is AutoPEFT's (:mod:`autopeft.training.lm_head`):
+  the same matrix, and Gemma 2's ``final_logit_softcapping`` applied in the same place, by its
+  ``forward``. The target paths are those of sequence classification: every ``*ForCausalLM`` keeps
+  its base model under the same attribute (``model``, ``transformer``, ``gpt_neox``). A head tied
+  to the input embeddings is the base model's own, so nothing more is saved. An untied head
+  goes to ``modules_to_save`` (``lm_head``: transformers 5 calls GPT-NeoX's ``embed_out`` that too)
+  when AutoPEFT built it, i.e. when ``AutoModelForCausalLM.from_pretrained`` would not give it:
+  the seeded fresh head of a random-weight backbone or of a checkpoint saved without one, or a
+  head that trained (full fine-tuning, which peft refuses anyway). An untied head read frozen from
+  the checkpoint is what ``from_pretrained`` loads, and is not copied. Position ids: AutoPEFT
+  counts real tokens only; ``from_pretrained``'s model numbers 0..T-1, the same on right-padded
+  real tokens, and ``generate`` numbers left-padded prompts by their real tokens as AutoPEFT's
+  greedy decoding does.
+
 What does not map (the export then holds no ``peft/`` folder, see :func:`peft_folder`):
 
 * **prefix-tuning**: peft hands prefixes to the model as a key/value cache (``past_key_values``).
@@ -61,6 +76,7 @@ What does not map (the export then holds no ``peft/`` folder, see :func:`peft_fo
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -69,9 +85,11 @@ from typing import Any
 
 import torch
 
+from autopeft.data.generation import eos_id, special_prefix
 from autopeft.export.library import LibraryFolder, LoraSite, NotExpressible, cpu_tensor, lora_sites, safetensors_bytes
 from autopeft.peft import PeftSpec
 from autopeft.tasks.spec import TaskSpec
+from autopeft.training.lm_head import _untied_weight
 from autopeft.training.model import AutoPeftModel
 
 #: The peft version this format was written against and tested with.
@@ -122,6 +140,23 @@ _HEADS: dict[tuple[str, bool], tuple[str, list[str], dict[str, str]]] = {
     },
 }
 
+#: Decoder family (``config.model_type``) -> its causal-LM model, which a generation export loads as
+#: (``AutoModelForCausalLM`` picks the same class from ``config.model_type``).
+_CAUSAL_LMS: dict[str, str] = {
+    "llama": "LlamaForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "gemma": "GemmaForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
+    "gpt2": "GPT2LMHeadModel",
+    "gpt_neox": "GPTNeoXForCausalLM",
+}
+
+#: In a head map, the key that stands for the head module itself (an untied LM head's matrix).
+LM_HEAD = ""
+
 #: Every key of a peft checkpoint starts with this (the PeftModel's ``base_model.model``).
 _KEY_PREFIX = "base_model.model."
 
@@ -158,6 +193,9 @@ def task_model_parts(model: AutoPeftModel, multiple_choice: bool, tokenizer: Any
 
     """
     model_type = model.encoder.config.model_type
+    if model.task_type == "generation":
+        # The causal LM reads every position and finds nothing by the pad id: only the class matters.
+        return [] if model_type in _CAUSAL_LMS else [f"generation on the {model_type!r} architecture"]
     parts = []
     expected = "last" if model.decoder else "cls"
     if model.head.pooling != expected:
@@ -251,21 +289,77 @@ def _tensors(model: AutoPeftModel, sites: list[LoraSite], head_map: Mapping[str,
 
 
 def head_tensors(model: AutoPeftModel, head_map: Mapping[str, str], prefix: str = "") -> dict[str, torch.Tensor]:
-    """The head's tensors under the task model's names (``prefix`` + ``classifier.weight``, ``score.weight``, ...)."""
+    """The head's tensors under the task model's names (``prefix`` + ``classifier.weight``, ``lm_head.weight``, ...).
+
+    A key :data:`LM_HEAD` of ``head_map`` is the head itself: an untied LM head's matrix, which has no bias.
+    """
     base = model.encoder.base_model_prefix
     tensors = {}
     for ours, theirs in head_map.items():
-        linear = getattr(model.head, ours)
         stem = prefix + theirs.format(base=base)
+        if ours == LM_HEAD:
+            tensors[f"{stem}.weight"] = cpu_tensor(model.head.matrix())
+            continue
+        linear = getattr(model.head, ours)
         tensors[f"{stem}.weight"] = cpu_tensor(linear.weight)
         if linear.bias is not None:  # a decoder's score has none
             tensors[f"{stem}.bias"] = cpu_tensor(linear.bias)
     return tensors
 
 
+def _causal_lm_of(model: AutoPeftModel) -> tuple[str, str]:
+    """``(class name, LM head path)`` of the family's causal LM, read off one built on the meta device.
+
+    The head's path is the module ``get_output_embeddings`` returns (``lm_head`` in every family
+    transformers 5 has; GPT-NeoX's ``embed_out`` is renamed when its checkpoints load). The base
+    model must sit under the attribute ``base_model_prefix`` names, as the LoRA target paths assume.
+    """
+    config = model.encoder.config
+    model_class = _CAUSAL_LMS[str(config.model_type)]
+    import transformers  # here: the module-level imports of this format stay free of transformers
+
+    with torch.device("meta"):
+        causal = getattr(transformers, model_class)(copy.deepcopy(config))
+    base = getattr(causal, model.encoder.base_model_prefix, None)
+    if type(base) is not type(model.encoder):
+        raise ValueError(
+            f"{model_class} does not hold a {type(model.encoder).__name__} at .{model.encoder.base_model_prefix}"
+        )
+    head = causal.get_output_embeddings()
+    return model_class, next(name for name, module in causal.named_modules() if module is head)
+
+
 def task_model_of(model: AutoPeftModel, task: TaskSpec) -> tuple[str, list[str], dict[str, str]]:
-    """(task model class, head modules, head tensor map) of ``model`` on ``task`` (see :data:`_HEADS`)."""
+    """(task model class, head modules, head tensor map) of ``model`` on ``task`` (see :data:`_HEADS`).
+
+    A generation model's task model is its family's causal LM. Its head module is listed, and
+    mapped, when the head is untied (a tied head is the input embedding matrix the base model
+    holds); :func:`peft_folder` then keeps it only when peft must restore it (:func:`saves_lm_head`).
+    """
+    if task.type == "generation":
+        model_class, head = _causal_lm_of(model)
+        if model.head.tied:
+            return model_class, [], {}
+        return model_class, [head], {LM_HEAD: head}
     return _HEADS[(str(model.encoder.config.model_type), task.type == "multiple_choice")]
+
+
+def saves_lm_head(model: AutoPeftModel, backbone: Mapping[str, Any]) -> bool:
+    """Whether an untied LM head differs from what ``AutoModelForCausalLM.from_pretrained`` of the backbone gives.
+
+    It does when AutoPEFT built it, a fresh head drawn from :data:`~autopeft.training.lm_head.HEAD_SEED`
+    (random-weight backbones, and checkpoints saved without a head, which ``from_pretrained`` would
+    fill with other random values), and when it trained (full fine-tuning). A frozen head read from
+    the checkpoint is the checkpoint's.
+    """
+    head = model.head
+    if head.tied:
+        return False
+    if head.weight.requires_grad or backbone.get("source") not in _LOADABLE_SOURCES:
+        return True
+    # A checkpoint without a head got the seeded draw (lm_head.build_lm_head); a stored head never equals it.
+    fresh = _untied_weight(model.encoder.config, head.weight)
+    return bool(torch.equal(fresh, head.weight.detach()))
 
 
 def num_labels_of(task: TaskSpec) -> int | None:
@@ -280,10 +374,11 @@ def peft_folder(
 
     Args:
         model: The trained model.
-        task: Its task (the head's kind: classification, regression or multiple choice).
-        backbone: The backbone config node (its hub id or path becomes ``base_model_name_or_path``).
+        task: Its task (the head's kind: classification, regression, multiple choice or generation).
+        backbone: The backbone config node (its hub id or path becomes ``base_model_name_or_path``;
+            its source tells whether a generation model's untied LM head is the checkpoint's).
         tokenizer: The tokenizer training used; needed for a decoder, whose pad token the task
-            model must know.
+            model must know (and, for generation, the EOS and the ids before each prompt).
 
     Returns:
         The folder's files and the facts its loading needs (``details``).
@@ -301,16 +396,21 @@ def peft_folder(
     if parts:
         raise NotExpressible(parts)
     model_class, modules_to_save, head_map = task_model_of(model, task)
+    generation = task.type == "generation"
+    if generation and not saves_lm_head(model, backbone):
+        modules_to_save, head_map = [], {}  # the checkpoint's own head, which from_pretrained loads
     name_or_path = backbone.get("name_or_path") if backbone.get("source") in _LOADABLE_SOURCES else None
     config = {
         "peft_type": "LORA",
-        # SEQ_CLS is peft's sequence-classification wrapper (regression included: one output).
-        "task_type": None if multiple_choice else "SEQ_CLS",
+        # SEQ_CLS is peft's sequence-classification wrapper (regression included: one output);
+        # CAUSAL_LM its causal-LM one, which passes generate() through.
+        "task_type": "CAUSAL_LM" if generation else None if multiple_choice else "SEQ_CLS",
         "base_model_name_or_path": name_or_path,
         "revision": None,
         "inference_mode": True,
         **_lora_config(model, sites),
-        "modules_to_save": modules_to_save,
+        # None, not []: peft's own configs write null for "no module to save".
+        "modules_to_save": modules_to_save or None,
     }
     files = {
         "adapter_config.json": (json.dumps(config, indent=2) + "\n").encode("utf-8"),
@@ -324,7 +424,29 @@ def peft_folder(
         "lora_modules": len(sites),
         "use_dora": config["use_dora"],
     }
-    if model.decoder:
+    if generation:
+        # What the user loads the base as, and whether the adapter carries the LM head.
+        details.update(auto_class="AutoModelForCausalLM", lm_head_saved=bool(head_map))
+        details.update(generation_details(task, tokenizer))
+    elif model.decoder:
         # The task model finds the last real token by this id; a hub config may lack it (Llama's).
         details["pad_token_id"] = int(tokenizer.pad_token_id)
     return LibraryFolder("peft", files, details)
+
+
+def generation_details(task: TaskSpec, tokenizer: Any) -> dict[str, Any]:
+    """What generating as AutoPEFT does needs besides the model: the manifest's facts for the model card.
+
+    ``prompt_prefix_ids`` are the ids put before each prompt (a BOS), which is tokenised without
+    special tokens (a tokenizer that appends EOS would otherwise end the prompt with it);
+    ``max_new_tokens`` is the task's answer budget, EOS included; ``pad_token_id`` pads prompts on
+    the left (the EOS when the tokenizer has no pad token, as AutoPEFT's collator pads).
+    """
+    eos = eos_id(tokenizer)
+    pad = tokenizer.pad_token_id
+    return {
+        "pad_token_id": int(pad if pad is not None else eos),
+        "eos_token_id": eos,
+        "prompt_prefix_ids": special_prefix(tokenizer),
+        "max_new_tokens": int(task.max_answer_tokens),
+    }

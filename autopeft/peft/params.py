@@ -5,7 +5,11 @@ adapters and 2 * L_PT * D_h per inserted layer for prefix-tuning (the deployed p
 the training-time MLP), and reports it as a percentage of the pretrained parameters. For
 LoRA we count 2 * r * D_h per adapted projection in the same spirit (on a decoder too, where a
 key/value projection under grouped-query attention or an MLP projection is not square: the
-exact count holds their true widths). The exact count adds
+exact count holds their true widths). Prefix-tuning on a decoder keeps the formula's
+2 * L_PT * D_h too, although under grouped-query attention its deployed keys and values are
+narrower (2 * L_PT * kv_heads * head_dim: half of it on the tiny GQA configs, 2/14 of it on
+Qwen2.5-0.5B), so that one formula prices every backbone's points alike; the exact count follows
+the real tensors. The exact count adds
 what the formula leaves out: biases, the prefix embedding and MLP, LoRA factors of
 non-square projections, and the task head (reported separately).
 
