@@ -200,7 +200,7 @@ def check_decoder_modules(
     for module in modules:
         if module in DECODER_UNSUPPORTED:
             raise ConfigError(
-                f"{DECODER_UNSUPPORTED[module]} on decoder backbones are not supported yet (backbone {backbone!r} "
+                f"{DECODER_UNSUPPORTED[module]}: not supported on decoder backbones yet (backbone {backbone!r} "
                 f"is {model_type!r}); supported there: {supported}"
             )
 

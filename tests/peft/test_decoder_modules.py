@@ -284,7 +284,7 @@ def test_gates_switches_and_adamix_stay_refused_in_one_line(options: dict, modul
     with pytest.raises(ConfigError) as caught:
         peft_from_config({"layers": "all", **options}, _backbone("tiny_gemma").shape)
     assert str(caught.value) == (
-        f"{module} on decoder backbones are not supported yet (backbone 'tiny_gemma' is 'gemma'); supported there: "
+        f"{module}: not supported on decoder backbones yet (backbone 'tiny_gemma' is 'gemma'); supported there: "
         "serial and parallel adapters (peft=sa, peft=pa), prefix-tuning (peft=prefix), LoRA (peft=lora) and their "
         "combinations (e.g. peft=mam), full fine-tuning (peft=fft) and the task head alone (peft=head_only)"
     )

@@ -114,7 +114,7 @@ def test_modules_decoders_cannot_take_yet_are_one_line(compose_cfg: Callable, ov
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(
-        f"{module} on decoder backbones are not supported yet (backbone 'tiny_mistral' is 'mistral')"
+        f"{module}: not supported on decoder backbones yet (backbone 'tiny_mistral' is 'mistral')"
     )
     assert message.endswith(
         "supported there: serial and parallel adapters (peft=sa, peft=pa), prefix-tuning (peft=prefix), LoRA "
