@@ -105,12 +105,48 @@ def _found_section(found: Mapping[str, Any] | None) -> list[str]:
     return [" ".join(lines)]
 
 
+def _generation_lines(entry: Mapping[str, Any], settings: bool) -> list[str]:
+    """Python lines that tokenise prompts as AutoPEFT did and decode greedily with ``model`` and ``tokenizer``.
+
+    The prompt is its prefix (a BOS) and its tokens without special tokens (a tokenizer that
+    appends EOS would otherwise end it with the answer's stop token), padded on the left.
+    ``settings``: pass the decoding settings to ``generate`` (a merged folder's
+    ``generation_config.json`` holds them already).
+    """
+    prefix = entry.get("prompt_prefix_ids") or []
+    tokens = "tokenizer(p, add_special_tokens=False)['input_ids']"
+    pad = entry.get("pad_token_id")
+    call = ["out = model.generate(input_ids=input_ids, attention_mask=attention_mask)"]
+    if settings:
+        call = [
+            "out = model.generate(",
+            f"    input_ids=input_ids, attention_mask=attention_mask, max_new_tokens={entry.get('max_new_tokens')},",
+            f"    do_sample=False, eos_token_id={entry.get('eos_token_id')}, pad_token_id={pad},",
+            ")",
+        ]
+    return [
+        'prompts = ["..."]  # as the task writes them',
+        f"ids = [{f'{prefix!r} + ' if prefix else ''}{tokens} for p in prompts]",
+        "width = max(map(len, ids))",
+        f"input_ids = torch.tensor([[{pad}] * (width - len(i)) + i for i in ids])",
+        "attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])",
+        *call,
+        "answers = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)",
+    ]
+
+
 def _loading_section(manifest: Mapping[str, Any]) -> list[str]:
     backbone = manifest.get("backbone") or {}
     name_or_path = backbone.get("name_or_path") if backbone.get("source") in ("hub", "path", "auto") else None
     base = json.dumps(name_or_path) if name_or_path else "BACKBONE"
     # After the call's closing parenthesis: inside it, the comment would swallow the other arguments.
     note = "" if name_or_path else "  # BACKBONE: the backbone's weights, see below"
+    generation = (manifest.get("task") or {}).get("type") == "generation"
+    predict = (
+        "model.predict([...])  # answers: greedy for a prompt, the likeliest for (prompt, candidate, ...)"
+        if generation
+        else "model.predict([...])  # label names; predict_proba, scores: probabilities, raw outputs"
+    )
     lines = [
         "### AutoPEFT",
         "",
@@ -118,13 +154,37 @@ def _loading_section(manifest: Mapping[str, Any]) -> list[str]:
         "from autopeft.export import load_export",
         "",
         'model = load_export("path/to/this/folder")  # rebuilds the backbone, checks it, loads the weights',
-        "model.predict([...])  # label names; predict_proba, scores: probabilities, raw outputs",
+        predict,
         "```",
     ]
     libraries = manifest.get("libraries") or {}
     peft = libraries.get("peft") or {}
     adapters = libraries.get("adapters") or {}
-    if peft.get("written"):
+    if peft.get("written") and peft.get("auto_class") == "AutoModelForCausalLM":
+        head = (
+            "The adapter carries the LM head (`modules_to_save`): AutoPEFT built it, so the base checkpoint "
+            "does not hold it."
+            if peft.get("lm_head_saved")
+            else "The LM head is the base model's own."
+        )
+        lines += [
+            "",
+            f"### peft (`{peft['folder']}/`, format tested with {peft['format_tested_with']})",
+            "",
+            f"A `{peft['model_class']}` with the adapter; greedy decoding as AutoPEFT decodes. {head}",
+            "",
+            "```python",
+            "import torch",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "from peft import PeftModel",
+            "",
+            f"base = AutoModelForCausalLM.from_pretrained({base}){note}",
+            f'model = PeftModel.from_pretrained(base, "path/to/this/folder/{peft["folder"]}").eval()',
+            f"tokenizer = AutoTokenizer.from_pretrained({base})",
+            *_generation_lines(peft, settings=True),
+            "```",
+        ]
+    elif peft.get("written"):
         model_class = peft["model_class"]
         labels = f", num_labels={peft['num_labels']}" if peft.get("num_labels") else ""
         # A decoder's task model finds the last real token by the pad id, which a hub config may lack.
@@ -157,38 +217,59 @@ def _loading_section(manifest: Mapping[str, Any]) -> list[str]:
         ]
     merged = libraries.get("merged") or {}
     if merged.get("written"):
+        generate = merged.get("auto_class") == "AutoModelForCausalLM"
         lines += [
             "",
             f"### transformers, merged weights (`{merged['folder']}/`, {merged['format_tested_with']})",
             "",
+            *(
+                [
+                    "Its `generation_config.json` is AutoPEFT's decoding (greedy, the task's answer budget, EOS), "
+                    "so `model.generate` needs only the prompt ids:",
+                    "",
+                ]
+                if generate
+                else []
+            ),
             "```python",
+            *(["import torch"] if generate else []),
             f"from transformers import {merged['auto_class']}, AutoTokenizer",
             "",
             f'model = {merged["auto_class"]}.from_pretrained("path/to/this/folder/{merged["folder"]}").eval()',
             f'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder/{merged["folder"]}")',
+            *(_generation_lines(merged, settings=False) if generate else []),
             "```",
         ]
     for name, entry in libraries.items():
         if not entry.get("written"):
             lines += ["", f"No `{name}` folder: {name} cannot express {entry.get('reason')}."]
     data = manifest.get("data") or {}
-    lines += [
-        "",
-        f"Tokenise with the backbone's tokenizer as training did: truncation to {data.get('max_length')} tokens, "
-        "a sentence pair as (text_a, text_b); `load_export` does this itself."
-        + (
-            " RoBERTa has one segment type: pass no `token_type_ids`."
-            if backbone.get("model_type") == "roberta"
-            else ""
-        ),
-    ]
+    if generation:
+        lines += [
+            "",
+            "Tokenise as training did: the tokenizer's own prefix (a BOS, if any), then the prompt without special "
+            f"tokens; a prompt longer than {data.get('max_length')} tokens with its answer loses its beginning. "
+            "To pick among candidate answers as `choice_accuracy` does, sum the log-probabilities of each "
+            "candidate's tokens and EOS after the prompt. `load_export` does both itself.",
+        ]
+    else:
+        lines += [
+            "",
+            f"Tokenise with the backbone's tokenizer as training did: truncation to {data.get('max_length')} tokens, "
+            "a sentence pair as (text_a, text_b); `load_export` does this itself."
+            + (
+                " RoBERTa has one segment type: pass no `token_type_ids`."
+                if backbone.get("model_type") == "roberta"
+                else ""
+            ),
+        ]
     if not name_or_path and (peft.get("written") or adapters.get("written")):
         lines += [
             "",
             f"BACKBONE: this backbone's weights are not a `from_pretrained` id ({_backbone_line(backbone)}): "
             "build the task model from the backbone's config and copy in the encoder weights of "
             "`autopeft.training.backbones.load_backbone(manifest['backbone'])`, seeded with the manifest's `seed` "
-            "for a random-weight backbone.",
+            "for a random-weight backbone" + (" (its `.tokenizer` is the tokenizer to use)." if generation else "."),
         ]
     return lines
 

@@ -129,7 +129,10 @@ def load_export(path: str | Path, *, device: str | torch.device = "cpu", verify_
 
     The backbone is rebuilt from the saved backbone node (offline backbones load offline),
     the PEFT modules are injected as the saved spec says, and the saved weights are loaded
-    strictly; the model is returned in eval mode.
+    strictly; the model is returned in eval mode. A generation model's LM head is rebuilt as
+    training built it (tied, seeded or the checkpoint's; saved only when it trained) and is
+    checked with the rest of the frozen backbone; its ``predict`` writes answers
+    (:class:`~autopeft.export.predictor.Predictor`).
 
     Args:
         path: The export folder, its ``autopeft.json``, or a run directory holding ``export/``.

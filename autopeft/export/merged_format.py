@@ -1,10 +1,11 @@
 """The export as merged weights: a plain transformers task-model folder with LoRA/DoRA folded in.
 
 ``AutoModelForSequenceClassification.from_pretrained(folder)`` (``AutoModelForMultipleChoice``
-for an encoder's multiple-choice task, ``AutoModelForCausalLM`` for a generation task) loads it without peft or AutoPEFT and predicts what the
-AutoPEFT export predicts; ``AutoTokenizer.from_pretrained(folder)`` loads the tokenizer training
-used, saved beside it. It is the same task model the peft folder loads into
-(:mod:`autopeft.export.peft_format`: BERT's pooler and classifier, a decoder's ``score``), with
+for an encoder's multiple-choice task, ``AutoModelForCausalLM`` for a generation task) loads it
+without peft or AutoPEFT and predicts what the AutoPEFT export predicts;
+``AutoTokenizer.from_pretrained(folder)`` loads the tokenizer training used, saved beside it. It
+is the same task model the peft folder loads into (:mod:`autopeft.export.peft_format`: BERT's
+pooler and classifier, a decoder's ``score`` or causal-LM head), with
 every adapted projection's weight replaced by its merged weight
 (:meth:`~autopeft.peft.lora.LoRALinear.merged_weight`): W + (alpha / r) B A for LoRA,
 (m / ||W + (alpha / r) B A||) (W + (alpha / r) B A) per output feature for DoRA, as peft's

@@ -44,11 +44,13 @@
   ``forward``. The target paths are those of sequence classification: every ``*ForCausalLM`` keeps
   its base model under the same attribute (``model``, ``transformer``, ``gpt_neox``). A head tied
   to the input embeddings is the base model's own, so nothing more is saved. An untied head
-  goes to ``modules_to_save`` (``lm_head``: transformers 5 calls GPT-NeoX's ``embed_out`` that too)
-  when AutoPEFT built it, i.e. when ``AutoModelForCausalLM.from_pretrained`` would not give it:
-  the seeded fresh head of a random-weight backbone or of a checkpoint saved without one, or a
-  head that trained (full fine-tuning, which peft refuses anyway). An untied head read frozen from
-  the checkpoint is what ``from_pretrained`` loads, and is not copied. Position ids: AutoPEFT
+  goes to ``modules_to_save`` (``lm_head`` in every family: transformers 5 renamed GPT-NeoX's
+  ``embed_out``) when AutoPEFT built it, i.e. when ``AutoModelForCausalLM.from_pretrained``
+  would not give it: the seeded fresh head of a random-weight backbone or of a checkpoint saved
+  without one, or a head that trained (full fine-tuning, which peft refuses anyway). An untied
+  head read frozen from the checkpoint is what ``from_pretrained`` loads, and is not copied. The
+  manifest records the class (``model_class``, ``auto_class``), whether the head travels
+  (``lm_head_saved``) and how AutoPEFT decodes (:func:`generation_details`). Position ids: AutoPEFT
   counts real tokens only; ``from_pretrained``'s model numbers 0..T-1, the same on right-padded
   real tokens, and ``generate`` numbers left-padded prompts by their real tokens as AutoPEFT's
   greedy decoding does.
@@ -84,6 +86,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import transformers
 
 from autopeft.data.generation import eos_id, special_prefix
 from autopeft.export.library import LibraryFolder, LoraSite, NotExpressible, cpu_tensor, lora_sites, safetensors_bytes
@@ -316,8 +319,6 @@ def _causal_lm_of(model: AutoPeftModel) -> tuple[str, str]:
     """
     config = model.encoder.config
     model_class = _CAUSAL_LMS[str(config.model_type)]
-    import transformers  # here: the module-level imports of this format stay free of transformers
-
     with torch.device("meta"):
         causal = getattr(transformers, model_class)(copy.deepcopy(config))
     base = getattr(causal, model.encoder.base_model_prefix, None)
