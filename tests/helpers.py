@@ -3,12 +3,40 @@
 from __future__ import annotations
 
 import copy
+from functools import cache
 
 import torch
 from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from autopeft.peft import BackboneShape
-from autopeft.training.backbones import Backbone
+from autopeft.training.backbones import Backbone, load_backbone
+
+#: The tiny random config of every decoder family (conf/backbone/tiny_*.yaml).
+TINY_DECODERS: tuple[str, ...] = (
+    "tiny_llama",
+    "tiny_qwen2",
+    "tiny_qwen3",
+    "tiny_mistral",
+    "tiny_gemma",
+    "tiny_gemma2",
+    "tiny_gemma3",
+    "tiny_gpt2",
+    "tiny_gpt_neox",
+)
+
+
+@cache
+def tiny_backbone(name: str) -> Backbone:
+    """The tiny backbone ``name`` as its real config builds it, seeded (loaded once: tests copy its model)."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="run", overrides=["experiment=none", f"backbone={name}"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return load_backbone(cfg.backbone)
 
 
 def tiny_encoder(model_type: str = "bert", attn: str = "sdpa", layers: int = 3) -> torch.nn.Module:

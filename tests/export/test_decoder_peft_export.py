@@ -23,25 +23,14 @@ from autopeft.export.save import save_export
 from autopeft.tasks.registry import task_from_config
 from autopeft.training.offline_tokenizer import standin_bpe_tokenizer
 from tests.export.libraries import INPUTS, base_backbone, batches, exported, ours
+from tests.helpers import TINY_DECODERS
 
 #: A round trip through another library: the same arithmetic, in another order.
 ATOL = 1e-5
 FUSED_QKV = ("tiny_gpt2", "tiny_gpt_neox")
 #: (backbone, DoRA): every decoder family with LoRA, and DoRA on two GQA families and GPT-2's Conv1D.
 CASES = [
-    *[
-        (name, False)
-        for name in (
-            "tiny_llama",
-            "tiny_qwen2",
-            "tiny_qwen3",
-            "tiny_mistral",
-            "tiny_gemma",
-            "tiny_gemma2",
-            "tiny_gemma3",
-            *FUSED_QKV,
-        )
-    ],
+    *[(name, False) for name in TINY_DECODERS],
     ("tiny_llama", True),
     ("tiny_qwen2", True),
     ("tiny_gpt2", True),

@@ -31,6 +31,7 @@ from autopeft.tasks.registry import task_from_config
 from autopeft.training.model import AutoPeftModel
 from autopeft.training.offline_tokenizer import standin_bpe_tokenizer
 from tests.export.libraries import base_backbone, exported
+from tests.helpers import TINY_DECODERS
 
 #: A round trip through another library: the same arithmetic, in another order.
 ATOL = 1e-5
@@ -47,20 +48,7 @@ TIED = ("tiny_gemma", "tiny_gemma2", "tiny_gemma3", "tiny_gpt2")
 
 #: (backbone, DoRA): every decoder family with LoRA, and DoRA on GPT-2's Conv1D projections.
 CASES = [
-    *[
-        (name, False)
-        for name in (
-            "tiny_llama",
-            "tiny_qwen2",
-            "tiny_qwen3",
-            "tiny_mistral",
-            "tiny_gemma",
-            "tiny_gemma2",
-            "tiny_gemma3",
-            "tiny_gpt2",
-            "tiny_gpt_neox",
-        )
-    ],
+    *[(name, False) for name in TINY_DECODERS],
     ("tiny_gpt2", True),
 ]
 

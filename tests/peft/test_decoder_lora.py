@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import copy
 import re
-from functools import cache
 from typing import Any
 
 import peft
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 
 from autopeft.errors import ConfigError
@@ -26,35 +24,16 @@ from autopeft.peft import PeftSpec, validate_spec
 from autopeft.peft.families import FAMILIES, lora_group_of
 from autopeft.peft.lora import LoRALinear
 from autopeft.peft.params import parameter_report
-from autopeft.training.backbones import Backbone, load_backbone
 from autopeft.training.model import AutoPeftModel
-from tests.conftest import CONF_DIR
+from tests.helpers import TINY_DECODERS, tiny_backbone
 
 #: The tiny config of every decoder family, and BERT's.
-NAMES = [
-    "tiny_llama",
-    "tiny_qwen2",
-    "tiny_qwen3",
-    "tiny_mistral",
-    "tiny_gemma",
-    "tiny_gemma2",
-    "tiny_gemma3",
-    "tiny_gpt2",
-    "tiny_gpt_neox",
-    "tiny_bert",
-]
+NAMES = [*TINY_DECODERS, "tiny_bert"]
 #: Matching a peft forward and its gradients: the same arithmetic, in nearly the same order.
 ATOL = 1e-5
 
 
-@cache
-def _backbone(name: str) -> Backbone:
-    """The tiny backbone ``name`` as its real config builds it, seeded (loaded once; tests copy it)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="run", overrides=["experiment=none", f"backbone={name}"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return load_backbone(cfg.backbone)
+_backbone = tiny_backbone
 
 
 def _off_target(name: str) -> str:

@@ -21,13 +21,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import DynamicCache
 
 from autopeft.errors import ConfigError
@@ -40,10 +38,9 @@ from autopeft.peft.families import family_of
 from autopeft.peft.inject import backbone_layers
 from autopeft.peft.lora import LoRALinear
 from autopeft.peft.params import parameter_report
-from autopeft.training.backbones import Backbone, load_backbone
 from autopeft.training.model import AutoPeftModel
 from autopeft.training.train import TrainingJob, build
-from tests.conftest import CONF_DIR
+from tests.helpers import tiny_backbone
 
 #: Every tiny decoder config, its key/value heads (hidden 64, 4 query heads of 16; GQA: 2 key/value heads).
 KV_HEADS = {
@@ -62,14 +59,7 @@ HEAD_DIM = 16
 PREFIX = {"prefix_len": 3, "prefix_bottleneck": 16}
 
 
-@cache
-def _backbone(name: str) -> Backbone:
-    """The tiny backbone ``name`` as its real config builds it, seeded (loaded once; tests copy its model)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="run", overrides=["experiment=none", f"backbone={name}"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return load_backbone(cfg.backbone)
+_backbone = tiny_backbone
 
 
 def _build(name: str, implementation: str | None = None, **peft: Any) -> tuple[AutoPeftModel, torch.nn.Module]:
