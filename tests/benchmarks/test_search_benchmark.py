@@ -31,6 +31,7 @@ def test_paired_interval_is_the_t_interval(bench) -> None:
     assert bench.evaluations_to_reach([0.5, 0.4], 0.1) is None
 
 
+@pytest.mark.slow  # 11 s: .ci/run runs it after the default suite
 def test_the_benchmark_pairs_methods_and_measures_regret_against_the_true_front(
     bench, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

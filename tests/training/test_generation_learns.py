@@ -62,6 +62,7 @@ def test_an_untrained_decoder_writes_no_answer(compose_cfg: Callable, tmp_path: 
     print(f"untrained: test {record['metrics']['test']}")
 
 
+@pytest.mark.slow  # two 5 s trainings: .ci/run runs it after the default suite
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["loss", "loss_sign_flipped"])
 def test_a_tiny_decoder_learns_to_reverse_strings(
     compose_cfg: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sign: float

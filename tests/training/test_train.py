@@ -124,6 +124,7 @@ def test_cli_train_writes_results_json(tmp_path: Path) -> None:
     assert "AutoPEFT train | task rotten_tomatoes" in result.stdout
 
 
+@pytest.mark.slow  # 9 s of real run.py sweeps: .ci/run runs it after the default suite
 def test_multirun_cells_get_their_own_directories(tmp_path: Path) -> None:
     result = _run(["-m", "seed=0,1"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -132,6 +133,7 @@ def test_multirun_cells_get_their_own_directories(tmp_path: Path) -> None:
     assert sorted(json.loads(f.read_text())["seed"] for f in files) == [0, 1]
 
 
+@pytest.mark.slow  # 18 s of real run.py sweeps: .ci/run runs it after the default suite
 def test_rerun_of_a_sweep_skips_finished_cells(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     first = _run(["-m", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
