@@ -250,6 +250,8 @@ def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
     state, timings = summary["state"], summary["timings"]
     hv = f"{state['hypervolume']:.4g}" if state["hypervolume"] is not None else "-"
     hv_label = f"hypervolume ({summary['param_objective']['label']})"
+    ref = state["ref_point"]
+    ref_text = "[" + ", ".join(f"{v:.4g}" for v in ref) + "]" if ref is not None else "-"
     lines = [
         "",
         paths["front_md"].read_text().rstrip(),
@@ -257,7 +259,7 @@ def _search_summary(summary: dict[str, Any], paths: dict[str, Path]) -> str:
         f"{state['evaluations']} evaluations ({state['failed']} failed"
         + ("; every configuration of the space, enumerated" if summary["searcher"] == "enumeration" else "")
         + f"), front {state['front_size']}, "
-        f"{hv_label} {hv} (reference point {state['ref_point']}), "
+        f"{hv_label} {hv} (reference point {ref_text}), "
         f"{timings['wall_seconds']:.0f}s this session "
         f"({timings['evaluate_seconds']:.0f}s training, {timings['propose_seconds']:.0f}s proposing)",
         f"front table: {paths['front_md']} and {paths['front_csv'].name}; plot: {paths['plot']}",
