@@ -389,14 +389,19 @@ def custom_task_spec(node: Mapping[str, Any], builtin: Collection[str] = ()) -> 
         exclude_labels=excluded,
     )
     validate_spec(spec)
-    carved = [key for key in ("validation", "test") if splits[key] is None]
     announce_once(
         f"task {name}: {counts_note}, text {list(text)}, metrics {list(metrics)} (main {main}); "
-        f"rows: {', '.join(f'{k} {len(t.frame)}' for k, t in tables.items())}"
-        + (f"; {' and '.join(carved)} carved from train" if carved else ""),
+        + _rows_note(tables, splits),
         logging.INFO,
     )
     return spec
+
+
+def _rows_note(tables: Mapping[str, Table], splits: Mapping[str, str | None]) -> str:
+    """``rows: train 400, validation 50, test 50; validation and test carved from train`` for the task's log line."""
+    carved = [key for key in ("validation", "test") if splits[key] is None]
+    rows = f"rows: {', '.join(f'{k} {len(t.frame)}' for k, t in tables.items())}"
+    return rows + (f"; {' and '.join(carved)} carved from train" if carved else "")
 
 
 def _choice_columns(value: Any, text: tuple[str, ...], label: str) -> tuple[str, ...]:
@@ -481,11 +486,9 @@ def _generation_spec(
         max_answer_tokens=cfg["max_answer_tokens"],
     )
     validate_spec(spec)
-    carved = [key for key in ("validation", "test") if splits[key] is None]
     announce_once(
         f"task {name}: generation, prompt {text[0]!r} -> answer {label!r}{choices_note}, metrics {list(metrics)} "
-        f"(main {main}); rows: {', '.join(f'{k} {len(t.frame)}' for k, t in tables.items())}"
-        + (f"; {' and '.join(carved)} carved from train" if carved else ""),
+        f"(main {main}); " + _rows_note(tables, splits),
         logging.INFO,
     )
     return spec
