@@ -104,7 +104,7 @@ BAD_OVERRIDES: list[tuple[list[str], list[str]]] = [
         ["task='rotten_tomato' is not an option of task (did you mean 'rotten_tomatoes'?); allowed: 'boolq', 'cb'"],
     ),
     (["backbone=bert"], ["backbone='bert'", "did you mean 'tiny_bert'?", "'bert_base_uncased'"]),
-    (["fidelity=medium"], ["fidelity='medium' is not an option of fidelity; allowed: 'full', 'low'"]),
+    (["fidelity=medium"], ["fidelity='medium' is not an option of fidelity; allowed: 'full', 'full_es5', 'low'"]),
     (["search=bayes"], ["search='bayes'", "allowed: 'bo', 'cheapest', 'nsga2', 'random', 'stratified'"]),
     (["experiment=glue_tranfer"], ["experiment='glue_tranfer'", "did you mean 'glue_transfer'?", "'demo'"]),
     (["-m", "task=rte,rtee", "debug=smoke"], ["task='rtee'", "did you mean 'rte'?", "'wic'"]),
@@ -229,7 +229,7 @@ def test_a_fault_of_the_check_itself_leaves_the_command_line_to_hydra(monkeypatc
 RUN_PY_CASES: list[tuple[list[str], list[str]]] = [
     (["task=rotten_tomato", "backbone=tiny_bert"], ["did you mean 'rotten_tomatoes'?", "'boolq'"]),
     (["backbone=bert"], ["did you mean 'tiny_bert'?", "'minilm'"]),
-    (["fidelity=medium"], ["fidelity='medium'", "'full', 'low'"]),
+    (["fidelity=medium"], ["fidelity='medium'", "'full', 'full_es5', 'low'"]),
     (["search=bayes"], ["search='bayes'", "'random'"]),
     (["serch.n_iter=3"], ["unknown key serch.n_iter (did you mean 'search.n_iter'?)", "'search'"]),
     (["search.acquisition.ref_point=[0.5,1]"], ["must be a mapping {score: <number|null>", "ref_point.score="]),
