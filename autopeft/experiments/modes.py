@@ -84,6 +84,10 @@ def train_cell(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 #: Config keys that may differ between a finished run and its rerun (where things are, not what ran).
 _LOCATION_KEYS = ("output_root", "resume")
 
+#: Settings that leave a training's result as it was: a finished cell is reused whatever they are
+#: (a pipeline with more workers turns the progress bars off).
+_RESULT_FREE_KEYS = (("trainer", "progress_bar"), ("pipeline", "workers"))
+
 
 def _finished_train_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     """The finished record in ``run_dir`` if this exact configuration already ran there successfully.
@@ -110,6 +114,9 @@ def _finished_train_record(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | N
     for key in _LOCATION_KEYS:
         current.pop(key, None)
         saved.pop(key, None)
+    for node_key, key in _RESULT_FREE_KEYS:
+        for node in (current, saved):
+            (node.get(node_key) or {}).pop(key, None)
     for node in (current, saved):
         (node.get("data") or {}).pop("cache_dir", None)
     if isinstance(saved.get("data"), dict):

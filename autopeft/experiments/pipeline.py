@@ -31,21 +31,32 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from autopeft.bo.executor import ParallelSettings, make_executor
 from autopeft.errors import ConfigError, allowed_list, check_known_keys
+from autopeft.experiments.scheduling import Job, run_in_dependency_order, run_stage
 from autopeft.runtime import override_key
 
 log = logging.getLogger("autopeft.pipeline")
 
 #: Keys of the ``pipeline`` node.
-PIPELINE_KEYS = ("search_tasks", "transfer_tasks", "pairs", "baselines", "retrain_fidelity", "label", "report")
+PIPELINE_KEYS = (
+    "search_tasks",
+    "transfer_tasks",
+    "pairs",
+    "baselines",
+    "retrain_fidelity",
+    "label",
+    "report",
+    "workers",
+)
 
 #: How searches are paired with transfer targets.
 PAIRS = ("all", "own")
@@ -107,6 +118,8 @@ class Stage:
         label: What it is, in words (progress lines, ``pipeline.json``).
         path: Its run directory, relative to the pipeline's.
         overrides: Hydra overrides that turn the experiment's config into this stage's.
+        after: Paths of the stages that must finish before it starts (a transfer reads its
+            search's results and its front's retraining; a baseline needs nothing).
 
     """
 
@@ -114,6 +127,7 @@ class Stage:
     label: str
     path: str
     overrides: tuple[str, ...]
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,7 @@ class PipelineSettings:
     retrain_fidelity: str | None
     label: str
     report: bool
+    workers: int = 1
 
 
 def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
@@ -150,6 +165,9 @@ def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
     if not values["search_tasks"] and not values["transfer_tasks"]:
         raise ConfigError("pipeline.baselines need tasks: set pipeline.transfer_tasks (or pipeline.search_tasks)")
     baselines = expand_baselines(values.get("baselines") or [])
+    workers = values.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"pipeline.workers={workers!r} must be an integer >= 1 (stages running at once)")
     if "{task}" not in str(values.get("label", "")):
         raise ConfigError(f"pipeline.label={values.get('label')!r} must contain '{{task}}' (e.g. 'AutoPEFT^{{task}}')")
     return PipelineSettings(
@@ -160,6 +178,7 @@ def pipeline_settings(cfg: DictConfig) -> PipelineSettings:
         retrain_fidelity=values.get("retrain_fidelity"),
         label=str(values["label"]),
         report=bool(values.get("report", True)),
+        workers=workers,
     )
 
 
@@ -260,6 +279,7 @@ def plan_stages(
                         "retrain.retrained_front=null",
                         f"retrain.label={_override_value(label)}",
                     ),
+                    after=(f"search/{source}",),
                 )
             )
     for source in searched:
@@ -283,6 +303,7 @@ def plan_stages(
                             else []
                         ),
                     ),
+                    after=(f"search/{source}", *([f"front/{source}"] if pick == "retrained" else [])),
                 )
             )
     for baseline in settings.baselines:
@@ -374,7 +395,12 @@ class PipelineState:
             "overrides": list(overrides),
             **({"choice": dict(choice)} if choice is not None else {}),
             "stages": [
-                {**asdict(stage), "overrides": list(stage.overrides), **_status_of(status.get(stage.path))}
+                {
+                    **asdict(stage),
+                    "overrides": list(stage.overrides),
+                    "after": list(stage.after),
+                    **_status_of(status.get(stage.path)),
+                }
                 for stage in stages
             ],
         }
@@ -420,6 +446,7 @@ RESUME_FREE_KEYS = (
     "search.n_iter",
     "search.progress",
     "search.parallel",
+    "pipeline.workers",
     "trainer.progress_bar",
     "retrain.seeds",
 )
@@ -543,13 +570,21 @@ def run_pipeline(
         f"{counts['baseline']} baseline trainings -> {run_dir}",
         flush=True,
     )
-    for index, (stage, stage_cfg) in enumerate(zip(stages, configs, strict=True)):
-        header = f"[{index + 1}/{len(stages)}] {stage.label}"
-        print(f"\n{header}: {run_dir / stage.path}", flush=True)
-        started = time.perf_counter()
-        mode = str(stage_cfg.mode)
+    if settings.workers > 1:
+        for stage_cfg in configs:
+            # Progress bars of concurrent stages would overwrite each other on one terminal.
+            stage_cfg.trainer.progress_bar = False
+
+    def header(index: int) -> str:
+        return f"[{index + 1}/{len(stages)}] {stages[index].label}"
+
+    def on_start(index: int) -> None:
+        print(f"\n{header(index)}: {run_dir / stages[index].path}", flush=True)
+
+    def on_done(index: int, future: Future, seconds: float) -> None:
+        mode = str(configs[index].mode)
         try:
-            result = runners[mode](stage_cfg, run_dir / stage.path)
+            result = future.result()
             status, summary = _outcome(mode, result)
         except ConfigError as err:
             # Every stage's config was checked above, so this is what an earlier stage left behind
@@ -557,15 +592,23 @@ def run_pipeline(
             # stage fails, and the stages that do not depend on it still run.
             result, status, summary = None, "failed", str(err)
         picks = [row["pick"] for row in result if row.get("pick")] if mode == "retrain" and result else []
-        state.mark(
-            index,
-            status,
-            summary=summary,
-            seconds=round(time.perf_counter() - started, 1),
-            **({"pick": picks[0]} if picks else {}),
-        )
+        state.mark(index, status, summary=summary, seconds=round(seconds, 1), **({"pick": picks[0]} if picks else {}))
         if status != "done":
-            log.warning("%s %s (%s); the pipeline goes on", header, status, summary)
+            log.warning("%s %s (%s); the pipeline goes on", header(index), status, summary)
+        elif settings.workers > 1:
+            print(f"{header(index)}: done in {seconds:.0f} s ({summary})", flush=True)
+
+    jobs = [
+        Job(
+            stage.path,
+            stage.after,
+            run_stage,
+            (runners[str(stage_cfg.mode)], stage_cfg, run_dir / stage.path, stage.path),
+        )
+        for stage, stage_cfg in zip(stages, configs, strict=True)
+    ]
+    with make_executor(ParallelSettings(workers=settings.workers), settings.workers) as executor:
+        run_in_dependency_order(jobs, executor, settings.workers, on_start, on_done)
     report = None
     if settings.report:
         inputs = [run_dir / part for part in ("search", "transfer", "baselines") if (run_dir / part).is_dir()]

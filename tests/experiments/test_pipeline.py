@@ -57,7 +57,10 @@ def test_paper_experiment_plans_have_the_papers_shape(experiment: str, counts: t
     fronts = [s.path for s in stages if s.kind == "front"]
     assert fronts == ([f"front/{t}" for t in cfg.pipeline.search_tasks] if experiment in RETRAINED_PICK else [])
     assert len({s.path for s in stages}) == len(stages), "two stages would share a directory"
-    assert cfg.fidelity.name == "low" and cfg.pipeline.retrain_fidelity == "full"
+    # The headline retrains on the paper's 20 epochs with a shorter patience (conf/fidelity/full_es5.yaml).
+    assert cfg.fidelity.name == "low" and cfg.pipeline.retrain_fidelity == (
+        "full_es5" if experiment == "headline" else "full"
+    )
 
 
 @pytest.mark.parametrize("experiment", PIPELINE_EXPERIMENTS)
@@ -229,6 +232,8 @@ def test_pairs_all_transfers_every_search_to_every_target_and_own_only_to_itself
         ({"label": "AutoPEFT"}, "must contain '{task}'"),
         ({"search_tasks": ["a", "a"]}, "lists a task twice"),
         ({"sweeps": 1}, "unknown key pipeline.sweeps"),
+        ({"workers": 0}, "pipeline.workers=0 must be an integer >= 1"),
+        ({"workers": "2"}, "pipeline.workers='2' must be an integer >= 1"),
     ],
 )
 def test_bad_pipeline_settings_are_named(values: dict, message: str) -> None:

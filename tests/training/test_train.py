@@ -152,7 +152,7 @@ def test_a_cell_directory_holding_another_configuration_is_not_overwritten(tiny_
     from omegaconf import open_dict
 
     from autopeft.errors import ConfigError
-    from autopeft.experiments.modes import mode_train
+    from autopeft.experiments.modes import mode_train, train_cell
 
     cfg = tiny_cfg("mode=train")
     with open_dict(cfg):
@@ -164,6 +164,12 @@ def test_a_cell_directory_holding_another_configuration_is_not_overwritten(tiny_
         other.run_dir = str(tmp_path / "cell")
     with pytest.raises(ConfigError, match=r"already holds a finished run of a different configuration"):
         mode_train(other)
+    assert (tmp_path / "cell" / "results.json").read_bytes() == before
+    # Settings that leave the result as it was (a pipeline's workers, the progress bar) reuse the cell.
+    same = tiny_cfg("mode=train", "pipeline.workers=2", f"trainer.progress_bar={not cfg.trainer.progress_bar}")
+    with open_dict(same):
+        same.run_dir = str(tmp_path / "cell")
+    assert train_cell(same, tmp_path / "cell")["score"] == json.loads(before)["score"]
     assert (tmp_path / "cell" / "results.json").read_bytes() == before
 
 
