@@ -338,7 +338,25 @@ def test_glue_transfer_smoke_runs_end_to_end_and_resumes_without_redoing_work(tm
 @pytest.mark.parametrize("experiment", [e for e in PIPELINE_EXPERIMENTS if e != "glue_transfer"])
 def test_every_other_experiment_smoke_runs_end_to_end(experiment: str, tmp_path: Path, cache_dir: Path) -> None:
     run_dir = tmp_path / "run"
-    _check_finished(run_dir, _run_smoke(experiment, run_dir, cache_dir))
+    # The headline runs as benchmarks/headline.py runs it: two stages at once in worker processes.
+    extra = ["pipeline.workers=2"] if experiment == "headline" else []
+    _check_finished(run_dir, _run_smoke(experiment, run_dir, cache_dir, *extra))
+    if experiment == "headline":
+        out = tmp_path / "headline"
+        analysis = subprocess.run(
+            [sys.executable, "benchmarks/headline.py", "--analyse-only", "--run-dir", str(run_dir), "--out", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert analysis.returncode == 0, analysis.stderr[-3000:]
+        result = json.loads(out.with_suffix(".json").read_text())
+        assert set(result["tasks"]) == {"rotten_tomatoes", "vader_movies"}
+        for entry in result["tasks"].values():
+            assert len(entry["rows"]) == 1 + 8 and entry["headline"]["verdict"]
+        assert result["tasks"]["rotten_tomatoes"]["front"] and out.with_suffix(".png").is_file()
+        assert (run_dir / "baselines" / "sa" / "rotten_tomatoes" / "seed0" / "stage.log").is_file()
 
 
 @pytest.mark.slow  # minutes on 2 CPU cores: .ci/run runs it after the default suite
