@@ -1,7 +1,10 @@
-"""What every benchmark script shares: the repository root and the real config, composed."""
+"""What every benchmark script shares: the repository root, the real config composed, the t-interval."""
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -17,3 +20,14 @@ def compose_cfg(overrides: list[str]) -> DictConfig:
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="run", overrides=overrides)
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% t-interval (None from fewer than two values)."""
+    from scipy import stats
+
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, None
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, half

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, t_interval
 
 #: Display names of the presets (conf/peft/<name>.yaml).
 PRESET_NAMES = {
@@ -96,17 +95,6 @@ class Row:
         self.test[seed] = float(record["metrics"]["test"][metric])
         self.validation[seed] = float(record["metrics"]["validation"][metric])
         self.seconds[seed] = float(record.get("total_seconds") or record.get("train_seconds") or 0.0)
-
-
-def t_interval(values: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and half-width of the 95% t-interval (None from fewer than two values)."""
-    from scipy import stats
-
-    mean = statistics.mean(values)
-    if len(values) < 2:
-        return mean, None
-    half = float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, half
 
 
 def paired_difference(a: Row, b: Row) -> dict[str, Any]:

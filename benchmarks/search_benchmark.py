@@ -64,7 +64,7 @@ from autopeft.experiments.search import run_search  # noqa: E402
 from autopeft.io import atomic_write_json, atomic_write_text  # noqa: E402
 from autopeft.runtime import quiet_libraries  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
-from benchmarks.common import compose_cfg  # noqa: E402
+from benchmarks.common import compose_cfg, t_interval  # noqa: E402
 from benchmarks.search_quality import DEFAULT_TABLE  # noqa: E402
 
 #: Method name -> (search group, extra overrides). ``bo`` gets ``--surrogate`` added.
@@ -262,12 +262,9 @@ def true_front(world: World) -> list[tuple[float, float, str]]:
 
 def paired_interval(differences: list[float]) -> tuple[float, float, float]:
     """Mean and 95% t-interval of paired differences over seeds."""
-    from scipy import stats
-
-    mean = statistics.mean(differences)
-    if len(differences) < 2:
+    mean, half = t_interval(differences)
+    if half is None:
         return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
     return mean, mean - half, mean + half
 
 

@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 import warnings
@@ -70,7 +68,7 @@ from autopeft.bo.surrogate import FittedSurrogate, SurrogateSettings, fit_surrog
 from autopeft.io import atomic_write_json, atomic_write_text, sha256_file  # noqa: E402
 from autopeft.runtime import quiet_libraries  # noqa: E402
 from autopeft.space import Point, SearchSpace  # noqa: E402
-from benchmarks.common import compose_cfg  # noqa: E402
+from benchmarks.common import compose_cfg, t_interval  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data"
 DEFAULT_TABLE = DATA / "minilm_rotten_tomatoes_low_fidelity.jsonl"
@@ -309,21 +307,12 @@ def context(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def interval(values: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% t-interval (None from a single value)."""
-    mean = statistics.mean(values)
-    if len(values) < 2:
-        return mean, None
-    half = float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, half
-
-
 def cell_text(values: list[float | None], digits: int) -> str:
     """``mean ± half-width`` of the known values (– when there are none)."""
     known = [v for v in values if v is not None]
     if not known:
         return "–"
-    mean, half = interval(known)
+    mean, half = t_interval(known)
     return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if half is not None else "")
 
 
@@ -343,10 +332,10 @@ def summarise(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "cold_fit_seconds",
             ):
                 known = [c[key] for c in group if c.get(key) is not None]
-                row[key] = dict(zip(("mean", "ci95"), interval(known), strict=True)) if known else None
+                row[key] = dict(zip(("mean", "ci95"), t_interval(known), strict=True)) if known else None
             differences = paired_spearman_differences(cells, name, n)
             row["spearman_minus_paper"] = (
-                dict(zip(("mean", "ci95"), interval(differences), strict=True)) if differences else None
+                dict(zip(("mean", "ci95"), t_interval(differences), strict=True)) if differences else None
             )
             row["held_out"] = group[0]["held_out"]
             out.append(row)
