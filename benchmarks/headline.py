@@ -203,8 +203,19 @@ def analyse(rows: Sequence[Row], facts: Mapping[str, Any]) -> dict[str, Any]:
             "metric": next((r.metric for r in [*picks, *presets]), "score"),
             "rows": [],
             "comparisons": [],
-            "front": [_summary(r) for r in front],
+            "front": [],
         }
+        for point in front:
+            # Figure 1's claim point by point: does each front configuration beat every preset
+            # that uses no more parameters than it does?
+            best = best_preset_within(point, presets)
+            entry["front"].append(
+                {
+                    **_summary(point),
+                    "best_preset_within": best.name if best else None,
+                    "versus_best_preset": paired_difference(point, best) if best else None,
+                }
+            )
         for row in [*picks, *presets]:
             entry["rows"].append(_summary(row))
         for pick in picks:
@@ -265,6 +276,16 @@ def markdown(result: Mapping[str, Any], setting: Sequence[str], plot_name: str) 
                 f"parameters) = {_signed(headline['mean'])} test {entry['metric']}, 95% CI "
                 f"[{_signed(headline['low'])}, {_signed(headline['high'])}]: {headline['verdict']}."
             )
+        compared = [row for row in entry["front"] if row["versus_best_preset"]]
+        if compared:
+            verdicts = [row["versus_best_preset"]["verdict"] for row in compared]
+            lines.append(
+                f"- {task}, the whole front retrained: of its {len(entry['front'])} configurations, "
+                f"{verdicts.count('AutoPEFT better')} beat the best preset at no more parameters, "
+                f"{verdicts.count('preset better')} lose to it and "
+                f"{len(verdicts) - verdicts.count('AutoPEFT better') - verdicts.count('preset better')} are within "
+                "noise of it (95% intervals of the paired difference)."
+            )
     lines += ["", "## Setting", "", *setting, ""]
     for task, entry in result["tasks"].items():
         metric = f"test {entry['metric']}"
@@ -302,16 +323,23 @@ def markdown(result: Mapping[str, Any], setting: Sequence[str], plot_name: str) 
         if entry["front"]:
             lines += ["", f"The search's front, retrained on {task} (the pick's candidates):", ""]
             lines += [
-                "| configuration | % params | search score (1 epoch) | validation (mean) | test (mean ± 95% CI) "
-                "| picked |",
-                "|:--|--:|--:|--:|--:|:-:|",
+                "| configuration | % params | trainable (exact) | search score (1 epoch) | validation (mean) "
+                "| test (mean ± 95% CI) | − best preset at ≤ its params (95% CI) | picked |",
+                "|:--|--:|--:|--:|--:|--:|:--|:-:|",
             ]
             picked = {row["configuration"] for row in entry["rows"] if row["kind"] == "autopeft"}
             for row in entry["front"]:
                 search = "–" if row["search_score"] is None else f"{row['search_score']:.3f}"
+                versus = row["versus_best_preset"]
+                against = (
+                    f"{row['best_preset_within']}: {_signed(versus['mean'])} "
+                    f"[{_signed(versus['low'])}, {_signed(versus['high'])}]"
+                    if versus
+                    else "no preset"
+                )
                 lines.append(
-                    f"| {row['configuration']} | {row['percent']:.3f} | {search} | {row['validation_mean']:.3f} "
-                    f"| {_score(row['test_mean'], row['test_half'])} "
+                    f"| {row['configuration']} | {row['percent']:.3f} | {row['trainable']:,} | {search} "
+                    f"| {row['validation_mean']:.3f} | {_score(row['test_mean'], row['test_half'])} | {against} "
                     f"| {'✓' if row['configuration'] in picked else ''} |"
                 )
         lines.append("")
@@ -411,7 +439,7 @@ def setting_lines(run_dir: Path, facts: Mapping[str, Any]) -> list[str]:
             f"- Backbone {cfg.backbone.name}; data {cfg.data.max_train_samples} training and "
             f"{cfg.data.max_eval_samples} validation/test examples, {cfg.data.max_length} tokens.",
             f"- Training: batch {cfg.trainer.batch_size}, lr {cfg.trainer.lr_peft} for every PEFT method "
-            f"(full fine-tuning {cfg.trainer.lr}), warm-up {cfg.trainer.warmup_ratio}.",
+            f"(full fine-tuning {cfg.trainer.lr_fft}), warm-up {cfg.trainer.warmup_ratio}.",
             f"- Search: {cfg.search.n_init} random + {cfg.search.n_iter} BO evaluations at {cfg.fidelity.epochs} "
             f"epoch each, surrogate {cfg.search.surrogate.kind}, space {cfg.space.name}.",
         ]

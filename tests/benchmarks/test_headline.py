@@ -92,6 +92,8 @@ def test_the_pick_is_compared_with_the_best_preset_at_no_more_parameters(tmp_pat
     assert rows["AutoPEFT^RT"]["test_mean"] == pytest.approx(0.81) and rows["AutoPEFT^RT"]["seeds"] == [0, 1, 2]
     assert rows["Head only (linear probe)"]["percent"] == 0.0
     assert [row["name"] for row in entry["front"]] == ["AutoPEFT^RT"]
+    assert entry["front"][0]["best_preset_within"] == "LoRA"
+    assert entry["front"][0]["versus_best_preset"]["mean"] == pytest.approx(0.02)
     assert result["seconds"] == {
         "search": 20.0,
         "front_retraining": 30.0,
