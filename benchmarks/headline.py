@@ -419,7 +419,8 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         ax.set_ylabel(f"test {entry['metric']} (mean ± 95% CI, {seeds} seeds)")
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
