@@ -185,6 +185,21 @@ def load_rows(run_dir: Path) -> tuple[list[Row], dict[str, Any]]:
     return list(rows.values()), facts
 
 
+def load_also(directories: Sequence[Path]) -> list[Row]:
+    """Rows of further retrainings (``mode=retrain`` run directories), one per configuration and task."""
+    rows: dict[tuple[str, str], Row] = {}
+    for directory in directories:
+        records = _ok_lines(directory / "retrain.jsonl")
+        if not records:
+            raise SystemExit(f"--also {directory}: no finished retraining (retrain.jsonl) there")
+        for record in records:
+            key = (str(record["configuration"]), record["task"])
+            if key not in rows:
+                rows[key] = _row_from_record(str(record["choice"]), "also", record)
+            rows[key].add(record)
+    return list(rows.values())
+
+
 def best_preset_within(pick: Row, presets: Sequence[Row]) -> Row | None:
     """The preset with the best mean test score among those with no more % parameters than ``pick``."""
     eligible = [p for p in presets if p.percent <= pick.percent * (1 + PERCENT_SLACK) and p.test]
@@ -198,24 +213,14 @@ def analyse(rows: Sequence[Row], facts: Mapping[str, Any]) -> dict[str, Any]:
     for task in tasks:
         presets = sorted((r for r in rows if r.task == task and r.kind == "preset"), key=lambda r: r.percent)
         picks = [r for r in rows if r.task == task and r.kind == "autopeft"]
-        front = sorted((r for r in rows if r.task == task and r.kind == "front"), key=lambda r: r.percent)
         entry: dict[str, Any] = {
             "metric": next((r.metric for r in [*picks, *presets]), "score"),
             "rows": [],
             "comparisons": [],
-            "front": [],
         }
-        for point in front:
-            # Figure 1's claim point by point: does each front configuration beat every preset
-            # that uses no more parameters than it does?
-            best = best_preset_within(point, presets)
-            entry["front"].append(
-                {
-                    **_summary(point),
-                    "best_preset_within": best.name if best else None,
-                    "versus_best_preset": paired_difference(point, best) if best else None,
-                }
-            )
+        for kind in ("front", "also"):
+            candidates = sorted((r for r in rows if r.task == task and r.kind == kind), key=lambda r: r.percent)
+            entry[kind] = [_against_presets(point, presets) for point in candidates]
         for row in [*picks, *presets]:
             entry["rows"].append(_summary(row))
         for pick in picks:
@@ -246,6 +251,16 @@ def analyse(rows: Sequence[Row], facts: Mapping[str, Any]) -> dict[str, Any]:
         "presets": sum(e["seconds"]["presets"] for e in out["tasks"].values()),
     }
     return out
+
+
+def _against_presets(point: Row, presets: Sequence[Row]) -> dict[str, Any]:
+    """Figure 1's claim for one configuration: the paired difference to the best preset at no more parameters."""
+    best = best_preset_within(point, presets)
+    return {
+        **_summary(point),
+        "best_preset_within": best.name if best else None,
+        "versus_best_preset": paired_difference(point, best) if best else None,
+    }
 
 
 def _summary(row: Row) -> dict[str, Any]:
@@ -320,28 +335,13 @@ def markdown(result: Mapping[str, Any], setting: Sequence[str], plot_name: str) 
                     f"| {c['preset']} ({c['preset_percent']:.3f}%) | {'yes' if c['no_more_params'] else 'no'} "
                     f"| {_signed(c['mean'])} [{_signed(c['low'])}, {_signed(c['high'])}] | {c['verdict']} |"
                 )
+        picked = {row["configuration"] for row in entry["rows"] if row["kind"] == "autopeft"}
         if entry["front"]:
             lines += ["", f"The search's front, retrained on {task} (the pick's candidates):", ""]
-            lines += [
-                "| configuration | % params | trainable (exact) | search score (1 epoch) | validation (mean) "
-                "| test (mean ± 95% CI) | − best preset at ≤ its params (95% CI) | picked |",
-                "|:--|--:|--:|--:|--:|--:|:--|:-:|",
-            ]
-            picked = {row["configuration"] for row in entry["rows"] if row["kind"] == "autopeft"}
-            for row in entry["front"]:
-                search = "–" if row["search_score"] is None else f"{row['search_score']:.3f}"
-                versus = row["versus_best_preset"]
-                against = (
-                    f"{row['best_preset_within']}: {_signed(versus['mean'])} "
-                    f"[{_signed(versus['low'])}, {_signed(versus['high'])}]"
-                    if versus
-                    else "no preset"
-                )
-                lines.append(
-                    f"| {row['configuration']} | {row['percent']:.3f} | {row['trainable']:,} | {search} "
-                    f"| {row['validation_mean']:.3f} | {_score(row['test_mean'], row['test_half'])} | {against} "
-                    f"| {'✓' if row['configuration'] in picked else ''} |"
-                )
+            lines += _candidates_table(entry["front"], picked)
+        if entry.get("also"):
+            lines += ["", f"Further configurations of the search retrained on {task} (`--also`: a diagnosis):", ""]
+            lines += _candidates_table(entry["also"], picked)
         lines.append("")
     seconds = result["seconds"]
     autopeft = seconds["search"] + seconds["front_retraining"] + seconds["autopeft_retraining"]
@@ -366,6 +366,29 @@ def markdown(result: Mapping[str, Any], setting: Sequence[str], plot_name: str) 
     return "\n".join(lines)
 
 
+def _candidates_table(candidates: Sequence[Mapping[str, Any]], picked: set[str]) -> list[str]:
+    lines = [
+        "| configuration | % params | trainable (exact) | search score (1 epoch) | validation (mean) "
+        "| test (mean ± 95% CI) | − best preset at ≤ its params (95% CI) | picked |",
+        "|:--|--:|--:|--:|--:|--:|:--|:-:|",
+    ]
+    for row in candidates:
+        search = "–" if row["search_score"] is None else f"{row['search_score']:.3f}"
+        versus = row["versus_best_preset"]
+        against = (
+            f"{row['best_preset_within']}: {_signed(versus['mean'])} "
+            f"[{_signed(versus['low'])}, {_signed(versus['high'])}]"
+            if versus
+            else "no preset"
+        )
+        lines.append(
+            f"| {row['configuration']} | {row['percent']:.3f} | {row['trainable']:,} | {search} "
+            f"| {row['validation_mean']:.3f} | {_score(row['test_mean'], row['test_half'])} | {against} "
+            f"| {'✓' if row['configuration'] in picked else ''} |"
+        )
+    return lines
+
+
 def plot(result: Mapping[str, Any], path: Path) -> None:
     """Figure 1 at our scale: test score against % parameters (log axis), one panel per task."""
     import matplotlib
@@ -386,6 +409,16 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
                 color="0.6",
                 markersize=4,
                 label="AutoPEFT front, retrained",
+            )
+        also = [r for r in entry.get("also", []) if r["test_mean"] is not None and r["percent"] > 0]
+        if also:
+            ax.plot(
+                [r["percent"] for r in also],
+                [r["test_mean"] for r in also],
+                "^",
+                color="tab:green",
+                markersize=6,
+                label="further search configurations, retrained",
             )
         for row in entry["rows"]:
             if row["test_mean"] is None:
@@ -472,6 +505,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "headline")
     parser.add_argument("--workers", type=int, default=2, help="pipeline stages at once (default 2: one per core)")
     parser.add_argument("--analyse-only", action="store_true", help="only read what the run directory holds")
+    parser.add_argument(
+        "--also",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="further mode=retrain run directories (same seeds) to compare with the presets, e.g. a diagnosis",
+    )
     args = parser.parse_args(argv)
     if not args.analyse_only:
         code = run_pipeline(args.run_dir, args.workers)
@@ -480,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not (args.run_dir / "pipeline.json").is_file():
         raise SystemExit(f"{args.run_dir} holds no pipeline.json: run without --analyse-only first")
     rows, facts = load_rows(args.run_dir)
+    rows += load_also(args.also)
     result = analyse(rows, facts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_path = args.out.with_suffix(".png")

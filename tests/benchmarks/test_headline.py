@@ -75,7 +75,12 @@ def _run_dir(root: Path) -> Path:
 def test_the_pick_is_compared_with_the_best_preset_at_no_more_parameters(tmp_path: Path) -> None:
     module = _load()
     run_dir = _run_dir(tmp_path / "run")
-    result = module.main(["--analyse-only", "--run-dir", str(run_dir), "--out", str(tmp_path / "out" / "headline")])
+    also = tmp_path / "diagnosis"
+    also.mkdir()
+    lines = [_record("rt", s, v, 0.2, "PA 4", choice="top") for s, v in enumerate([0.75, 0.76, 0.77])]
+    (also / "retrain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = str(tmp_path / "out" / "headline")
+    result = module.main(["--analyse-only", "--run-dir", str(run_dir), "--out", out, "--also", str(also)])
     entry = result["tasks"]["rt"]
     headline = entry["headline"]
     # LoRA (0.3%) is the best preset within the pick's 0.4%; the serial adapter (0.5%) is not eligible.
@@ -94,6 +99,10 @@ def test_the_pick_is_compared_with_the_best_preset_at_no_more_parameters(tmp_pat
     assert [row["name"] for row in entry["front"]] == ["AutoPEFT^RT"]
     assert entry["front"][0]["best_preset_within"] == "LoRA"
     assert entry["front"][0]["versus_best_preset"]["mean"] == pytest.approx(0.02)
+    # A further retrained configuration at 0.2% is compared with the only preset at no more: the probe.
+    (extra,) = entry["also"]
+    assert extra["configuration"] == "PA 4" and extra["best_preset_within"] == "Head only (linear probe)"
+    assert extra["versus_best_preset"]["mean"] == pytest.approx(0.06)
     assert result["seconds"] == {
         "search": 20.0,
         "front_retraining": 30.0,
