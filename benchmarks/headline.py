@@ -97,8 +97,15 @@ class Row:
         self.seconds[seed] = float(record.get("total_seconds") or record.get("train_seconds") or 0.0)
 
 
-def paired_difference(a: Row, b: Row) -> dict[str, Any]:
-    """``a - b`` on the seeds both trained: mean, 95% interval, seeds, and a verdict."""
+def paired_difference(a: Row, b: Row, names: tuple[str, str] = ("AutoPEFT", "preset")) -> dict[str, Any]:
+    """``a - b`` on the seeds both trained: mean, 95% interval, seeds, and a verdict naming the winner.
+
+    Args:
+        a: The first row.
+        b: The row it is compared with.
+        names: What ``a`` and ``b`` are called in the verdict.
+
+    """
     seeds = sorted(set(a.test) & set(b.test))
     differences = [a.test[s] - b.test[s] for s in seeds]
     if not differences:
@@ -108,9 +115,9 @@ def paired_difference(a: Row, b: Row) -> dict[str, Any]:
     if low is None:
         verdict = "one seed: no interval"
     elif low > 0:
-        verdict = "AutoPEFT better"
+        verdict = f"{names[0]} better"
     elif high < 0:
-        verdict = "preset better"
+        verdict = f"{names[1]} better"
     else:
         verdict = "interval includes 0: no difference shown"
     return {"seeds": seeds, "mean": mean, "low": low, "high": high, "verdict": verdict}
@@ -218,6 +225,13 @@ def analyse(rows: Sequence[Row], facts: Mapping[str, Any]) -> dict[str, Any]:
             "rows": [],
             "comparisons": [],
         }
+        # Whether the setting can tell methods apart at all: each preset against the linear probe.
+        probe = next((p for p in presets if p.percent <= 0), None)
+        entry["separation"] = [
+            {"preset": p.name, "percent": p.percent, **paired_difference(p, probe, names=("preset", "probe"))}
+            for p in presets
+            if probe is not None and p is not probe
+        ]
         for kind in ("front", "also"):
             candidates = sorted((r for r in rows if r.task == task and r.kind == kind), key=lambda r: r.percent)
             entry[kind] = [_against_presets(point, presets) for point in candidates]
@@ -334,6 +348,18 @@ def markdown(result: Mapping[str, Any], setting: Sequence[str], plot_name: str) 
                 lines.append(
                     f"| {c['preset']} ({c['preset_percent']:.3f}%) | {'yes' if c['no_more_params'] else 'no'} "
                     f"| {_signed(c['mean'])} [{_signed(c['low'])}, {_signed(c['high'])}] | {c['verdict']} |"
+                )
+        if entry["separation"]:
+            lines += [
+                "",
+                "Does the setting separate the presets from the linear probe? Preset − probe, paired by seed:",
+                "",
+            ]
+            lines += ["| preset | % params | paired difference (95% CI) | verdict |", "|:--|--:|--:|:--|"]
+            for c in entry["separation"]:
+                lines.append(
+                    f"| {c['preset']} | {c['percent']:.3f} | {_signed(c['mean'])} "
+                    f"[{_signed(c['low'])}, {_signed(c['high'])}] | {c['verdict']} |"
                 )
         picked = {row["configuration"] for row in entry["rows"] if row["kind"] == "autopeft"}
         if entry["front"]:
@@ -506,6 +532,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=2, help="pipeline stages at once (default 2: one per core)")
     parser.add_argument("--analyse-only", action="store_true", help="only read what the run directory holds")
     parser.add_argument(
+        "--notes",
+        type=Path,
+        default=None,
+        help="a hand-written markdown file (what was measured to explain the result) put after the summary",
+    )
+    parser.add_argument(
         "--also",
         type=Path,
         nargs="*",
@@ -526,6 +558,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plot_path = args.out.with_suffix(".png")
     plot(result, plot_path)
     text = markdown(result, setting_lines(args.run_dir, facts), plot_path.name)
+    if args.notes is not None:
+        head, sep, rest = text.partition("\n## Setting")
+        text = head.rstrip() + "\n\n" + args.notes.read_text().rstrip() + "\n\n" + sep.lstrip("\n") + rest
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(text)
