@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("decoder_eval_cost", ROOT / "benchmarks" / "decoder_eval_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["decoder_eval_cost"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_tiny_run_prints_a_row_per_backbone_and_preset_with_positive_numbers(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    module = _load()
+    module = importlib.import_module("benchmarks.decoder_eval_cost")
     rows = module.main(["--tiny", "--results-dir", str(tmp_path)])
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| tiny_")]
@@ -45,7 +34,7 @@ def test_tiny_run_prints_a_row_per_backbone_and_preset_with_positive_numbers(
 
 
 def test_a_refused_configuration_is_a_row_saying_why(tmp_path: Path) -> None:
-    module = _load()
+    module = importlib.import_module("benchmarks.decoder_eval_cost")
     args = module.parse_args(["--tiny"])
     task = module.write_task(tmp_path / "data", 8, 4, 8)
     overrides = module.overrides_for(args, "tiny_llama", "sa", False, task, tmp_path)

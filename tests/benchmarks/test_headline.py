@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("headline_benchmark", ROOT / "benchmarks" / "headline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["headline_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _record(task: str, seed: int, test: float, percent: float, configuration: str, **extra: object) -> dict:
@@ -73,7 +62,7 @@ def _run_dir(root: Path) -> Path:
 
 
 def test_the_pick_is_compared_with_the_best_preset_at_no_more_parameters(tmp_path: Path) -> None:
-    module = _load()
+    module = importlib.import_module("benchmarks.headline")
     run_dir = _run_dir(tmp_path / "run")
     also = tmp_path / "diagnosis"
     also.mkdir()
@@ -120,6 +109,6 @@ def test_the_pick_is_compared_with_the_best_preset_at_no_more_parameters(tmp_pat
 
 
 def test_a_run_directory_without_a_pipeline_is_refused(tmp_path: Path) -> None:
-    module = _load()
+    module = importlib.import_module("benchmarks.headline")
     with pytest.raises(SystemExit, match=r"holds no pipeline\.json"):
         module.main(["--analyse-only", "--run-dir", str(tmp_path), "--out", str(tmp_path / "out")])
