@@ -426,26 +426,21 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         entry = result["tasks"][task]
-        front = [r for r in entry["front"] if r["test_mean"] is not None and r["percent"] > 0]
-        if front:
-            ax.plot(
-                [r["percent"] for r in front],
-                [r["test_mean"] for r in front],
-                "o-",
-                color="0.6",
-                markersize=4,
-                label="AutoPEFT front, retrained",
-            )
-        also = [r for r in entry.get("also", []) if r["test_mean"] is not None and r["percent"] > 0]
-        if also:
-            ax.plot(
-                [r["percent"] for r in also],
-                [r["test_mean"] for r in also],
-                "^",
-                color="tab:green",
-                markersize=6,
-                label="further search configurations, retrained",
-            )
+        # Retrained search configurations: the front as a line, the --also ones as markers.
+        for kind, style, color, size, label in (
+            ("front", "o-", "0.6", 4, "AutoPEFT front, retrained"),
+            ("also", "^", "tab:green", 6, "further search configurations, retrained"),
+        ):
+            points = [r for r in entry.get(kind, []) if r["test_mean"] is not None and r["percent"] > 0]
+            if points:
+                ax.plot(
+                    [r["percent"] for r in points],
+                    [r["test_mean"] for r in points],
+                    style,
+                    color=color,
+                    markersize=size,
+                    label=label,
+                )
         for row in entry["rows"]:
             if row["test_mean"] is None:
                 continue
